@@ -1,0 +1,81 @@
+"""Every shipped manifest is valid, and the seed shapes load verbatim."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.manifest import LOCAL_NODE, load_file
+from tests.conftest import MANIFESTS, SEED_MANIFESTS
+
+EXAMPLES = sorted(MANIFESTS.glob("*.yaml"))
+
+
+def test_the_examples_folder_holds_the_required_shapes() -> None:
+    names = {p.name for p in EXAMPLES}
+    assert {"single-device.yaml", "distributed-edge.yaml", "quickstart.yaml"} <= names
+    assert len(names) >= 4
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_manifest_is_valid_without_warnings(path: Path) -> None:
+    loaded = load_file(path)
+    assert loaded.warnings == ()
+
+
+@pytest.mark.parametrize("name", ["single-device.yaml", "distributed-edge.yaml"])
+def test_examples_are_the_seed_shapes_verbatim(name: str) -> None:
+    seed = SEED_MANIFESTS / name
+    if not seed.exists():
+        pytest.skip(f"the seed manifests are not beside this checkout ({seed})")
+    assert (MANIFESTS / name).read_bytes() == seed.read_bytes()
+    load_file(seed)
+
+
+def test_single_device_seed_normalises_to_the_local_box() -> None:
+    desired = load_file(MANIFESTS / "single-device.yaml").desired
+    assert desired.type == "single-device"
+    assert desired.nodes == ()  # everything goes on LOCAL_NODE
+    assert LOCAL_NODE == "local"
+    assert [(m.alias, m.role) for m in desired.models] == [
+        ("phi-4-mini", "primary"),
+        ("qwen2.5-0.5b", "secondary"),
+    ]
+    (agent,) = desired.agents
+    assert (agent.name, agent.model, agent.tools) == (
+        "primary-agent",
+        "phi-4-mini",
+        ("database", "calendar", "email"),
+    )
+
+
+def test_distributed_seed_gives_node_named_agents_that_nodes_model() -> None:
+    desired = load_file(MANIFESTS / "distributed-edge.yaml").desired
+    placed = {a.name: (a.model, a.preferred_nodes, a.replicas) for a in desired.agents}
+    assert placed == {
+        "customer-service": ("phi-4-mini", ("edge-1",), 1),
+        "scheduling": ("phi-4-mini", ("edge-1",), 1),
+        "technical-support": ("qwen2.5-coder-0.5b", ("edge-2",), 1),
+        "documentation": ("qwen2.5-coder-0.5b", ("edge-2",), 1),
+    }
+    assert [n.id for n in desired.nodes] == ["edge-1", "edge-2"]
+    assert desired.coordination.strategy == "peak-ewma"
+    assert desired.coordination.failover == "automatic"
+    assert desired.coordination.failure_timeout_s == 3.0
+
+
+def test_extensions_are_normalised_to_units() -> None:
+    desired = load_file(MANIFESTS / "clinic-fleet.yaml").desired
+    assert desired.model("phi-4-mini").memory_bytes == 3 * 1024**3
+    assert desired.agent("front-desk").replicas == 2
+    assert desired.agent("records-lookup").tool_config["database"]["max_rows"] == 50
+    kiosk = next(n for n in desired.nodes if n.id == "kiosk-1")
+    assert kiosk.resources is not None
+    assert kiosk.resources.idle_timeout_s == 900.0
+    assert kiosk.resources.model_cache_bytes == 512 * 1024**2
+    assert desired.escalation is not None
+    assert desired.escalation.api_key_env == "EDGEFLEET_ESCALATION_KEY"
+    quick = load_file(MANIFESTS / "quickstart.yaml").desired
+    assert quick.resources.max_memory_fraction == 0.75
+    assert quick.models[0].alias == "smollm2-135m"
