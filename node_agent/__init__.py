@@ -1,5 +1,5 @@
 """EdgeFleet edge-node daemon: runtimes, models, agents, tools and local state."""
 
-from orchestrator import __version__
+from edgefleet_common.version import __version__
 
 __all__ = ["__version__"]

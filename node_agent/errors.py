@@ -41,3 +41,7 @@ class ToolError(NodeError):
 
 class ToolNotAllowed(ToolError):
     """An agent asked for a tool its manifest does not list (PERMISSION_DENIED)."""
+
+
+class ToolConfigError(ToolError):
+    """An agent's `tool_config` for a tool is invalid; the message names the setting."""

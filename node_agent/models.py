@@ -1,0 +1,406 @@
+"""Models on this node: loading, readiness, memory budget, idle unload, LRU eviction.
+
+The manager is told which models the node should have (`reconcile`) and works
+towards that in the background. A model's state is one of pending, loading,
+ready, unloading, failed. A wanted model that was unloaded because it sat idle,
+or was evicted to make room, goes back to `pending` and loads again on the next
+request that needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import psutil
+
+from node_agent.catalog import Catalog
+from node_agent.desired import ModelWant, NodeLimits
+from node_agent.errors import ModelLoadError, NodeError, NotFound, RuntimeUnavailable, UnknownModel
+from node_agent.metrics import NodeMetrics
+from node_agent.runtimes.base import (
+    LoadedState,
+    LoadProgress,
+    ModelEndpoint,
+    ModelSource,
+    Runtime,
+    StateListener,
+)
+
+log = logging.getLogger(__name__)
+
+ModelState = Literal["pending", "loading", "ready", "unloading", "failed"]
+RETRY_DELAYS = (2.0, 5.0, 15.0, 30.0, 60.0)
+
+
+@dataclass(slots=True)
+class ModelSlot:
+    """One wanted model and what is known about it right now."""
+
+    want: ModelWant
+    state: ModelState = "pending"
+    reason: str = ""
+    runtime: str = ""
+    source: ModelSource | None = None
+    memory_bytes: int = 0
+    progress: float = 0.0
+    last_used: float = field(default_factory=time.monotonic)
+    in_use: int = 0
+    failures: int = 0
+    task: asyncio.Task[None] | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+RuntimeFactory = Callable[[str, StateListener], Runtime]
+"""Builds the (not yet started) runtime adapter called NAME, reporting to a listener."""
+
+
+class RuntimePool:
+    """One runtime instance per runtime name, created and started on first use."""
+
+    def __init__(self, factory: RuntimeFactory, listener: StateListener) -> None:
+        self._factory = factory
+        self._listener = listener
+        self._runtimes: dict[str, Runtime] = {}
+        self._starting = asyncio.Lock()
+
+    async def get(self, name: str) -> Runtime:
+        """The started runtime called `name`."""
+        runtime = self._runtimes.get(name)
+        if runtime is not None:
+            return runtime
+        async with self._starting:  # two loads must not start the same runtime twice
+            runtime = self._runtimes.get(name)
+            if runtime is None:
+                runtime = self._factory(name, self._listener)
+                await runtime.start()
+                self._runtimes[name] = runtime
+        return runtime
+
+    def started(self) -> dict[str, Runtime]:
+        """Runtimes started so far, by name."""
+        return dict(self._runtimes)
+
+    async def close(self) -> None:
+        """Stop every runtime (their models go with them)."""
+        for runtime in self._runtimes.values():
+            with contextlib.suppress(Exception):
+                await runtime.stop()
+        self._runtimes.clear()
+
+
+class ModelManager:
+    """Drives the node's models towards the wanted set; serves their base URLs."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        runtime_factory: RuntimeFactory,
+        metrics: NodeMetrics,
+        on_change: Callable[[], None],
+    ) -> None:
+        self._catalog = catalog
+        self._runtimes = RuntimePool(runtime_factory, self._runtime_event)
+        self._metrics = metrics
+        self._on_change = on_change
+        self._slots: dict[str, ModelSlot] = {}
+        self._limits = NodeLimits()
+        self._lock = asyncio.Lock()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- desired state ---------------------------------------------------------------
+
+    async def reconcile(self, wants: Sequence[ModelWant], limits: NodeLimits) -> None:
+        """Make `wants` the set of models to have; loads and unloads run in the background."""
+        self._limits = limits
+        wanted = {w.alias: w for w in wants}
+        for alias in [a for a in self._slots if a not in wanted]:
+            await self._remove(alias)
+        for alias, want in wanted.items():
+            slot = self._slots.get(alias)
+            if slot is not None and slot.want == want:
+                continue
+            if slot is not None:  # source or runtime changed: reload
+                await self._remove(alias)
+            self._slots[alias] = ModelSlot(want=want)
+            self._start_load(alias)
+        self._changed()
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_idle())
+
+    def slots(self) -> list[ModelSlot]:
+        """Every wanted model, in alias order."""
+        return [self._slots[a] for a in sorted(self._slots)]
+
+    def state(self, alias: str) -> ModelState | None:
+        """The state of a wanted model, or None if it is not wanted here."""
+        slot = self._slots.get(alias)
+        return slot.state if slot else None
+
+    # -- serving ---------------------------------------------------------------------
+
+    def slot(self, alias: str) -> ModelSlot | None:
+        """The wanted model called `alias`, if any."""
+        return self._slots.get(alias)
+
+    async def load_now(self, alias: str) -> ModelSlot:
+        """Start loading a wanted model that is not loaded (e.g. after an idle unload)."""
+        slot = self._slots.get(alias)
+        if slot is None:
+            raise NotFound(f"model `{alias}` is not in this node's desired state")
+        if slot.state in ("pending", "failed") and slot.task is None:
+            self._start_load(alias)
+        return slot
+
+    async def unload_now(self, alias: str) -> ModelSlot:
+        """Unload a loaded model now; it stays wanted and loads on the next request."""
+        slot = self._slots.get(alias)
+        if slot is None:
+            raise NotFound(f"model `{alias}` is not in this node's desired state")
+        if slot.in_use:
+            raise RuntimeUnavailable(
+                f"model `{alias}` is serving {slot.in_use} request(s); unload it when idle"
+            )
+        if slot.task is not None:
+            slot.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await slot.task
+            slot.task = None
+        await self._unload(slot)
+        slot.reason = "unloaded on request; loads on the next request"
+        self._changed()
+        return slot
+
+    @contextlib.asynccontextmanager
+    async def use(self, alias: str, timeout: float) -> AsyncIterator[ModelEndpoint]:
+        """Hold a model in use for one request; yields where to send it.
+
+        Loads a wanted model that was unloaded for idleness; waits up to `timeout`
+        for a model that is loading.
+        """
+        slot = self._slots.get(alias)
+        if slot is None:
+            raise NotFound(f"model `{alias}` is not on this node")
+        if slot.state == "failed":
+            raise RuntimeUnavailable(f"model `{alias}` failed: {slot.reason}")
+        if slot.state == "pending" and slot.task is None:
+            self._start_load(alias)
+        if slot.state != "ready" and timeout <= 0:
+            raise RuntimeUnavailable(f"model `{alias}` is {slot.state}, not ready")
+        try:
+            await asyncio.wait_for(slot.ready.wait(), timeout)
+        except TimeoutError as exc:
+            raise RuntimeUnavailable(
+                f"model `{alias}` is {slot.state}, not ready within {timeout:.0f}s"
+            ) from exc
+        runtime = await self._runtimes.get(slot.runtime)
+        slot.in_use += 1
+        slot.last_used = time.monotonic()
+        try:
+            yield runtime.endpoint(alias)
+        finally:
+            slot.in_use -= 1
+            slot.last_used = time.monotonic()
+
+    def started_runtimes(self) -> dict[str, Runtime]:
+        """Runtimes started so far, by name."""
+        return self._runtimes.started()
+
+    def parallel_requests(self, alias: str) -> int | None:
+        """How many requests the model serves at once (None: no limit known)."""
+        slot = self._slots.get(alias)
+        runtime = self._runtimes.started().get(slot.runtime) if slot and slot.runtime else None
+        return runtime.parallel_requests if runtime is not None else None
+
+    def _runtime_event(self, alias: str, state: LoadedState, reason: str) -> None:
+        """A runtime reports that a loaded model changed on its own (e.g. a crash)."""
+        slot = self._slots.get(alias)
+        if slot is None or slot.state in ("pending", "unloading") or slot.task is not None:
+            return  # not ours to follow: unloaded, or a load of ours is under way
+        log.warning(
+            "model changed state in its runtime",
+            extra={"model": alias, "state": state, "reason": reason},
+        )
+        slot.state, slot.reason = state, reason
+        if state == "ready":
+            slot.ready.set()
+            slot.reason = ""
+        else:
+            slot.ready.clear()
+        self._changed()
+
+    async def runtime_for(self, alias: str) -> Runtime:
+        """The runtime serving a model (for per-runtime request handling)."""
+        slot = self._slots.get(alias)
+        if slot is None or not slot.runtime:
+            raise NotFound(f"model `{alias}` is not on this node")
+        return await self._runtimes.get(slot.runtime)
+
+    async def memory_used(self) -> int:
+        """Bytes used by every started runtime."""
+        total = 0
+        for runtime in self._runtimes.started().values():
+            with contextlib.suppress(Exception):
+                total += await runtime.memory_used()
+        return total
+
+    async def close(self) -> None:
+        """Unload everything and stop the runtimes."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for alias in list(self._slots):
+            await self._remove(alias)
+        await self._runtimes.close()
+
+    # -- loading ---------------------------------------------------------------------
+
+    def _start_load(self, alias: str) -> None:
+        slot = self._slots[alias]
+        slot.task = asyncio.create_task(self._load(slot), name=f"load {alias}")
+
+    async def _load(self, slot: ModelSlot) -> None:
+        alias = slot.want.alias
+        try:
+            source = self._catalog.resolve(slot.want)
+        except UnknownModel as exc:
+            self._fail(slot, str(exc))
+            return
+        slot.source, slot.runtime = source, source.runtime
+        slot.state, slot.reason, slot.progress = "loading", "", 0.0
+        self._changed()
+        started = time.monotonic()
+        try:
+            runtime = await self._runtimes.get(source.runtime)
+            await self._make_room(slot)
+            loaded = await runtime.load(source, lambda p: self._progress(slot, p))
+        except asyncio.CancelledError:
+            raise
+        except (NodeError, OSError) as exc:
+            self._fail(slot, str(exc), retry=not isinstance(exc, UnknownModel))
+            return
+        except Exception as exc:  # a runtime bug must not kill the node
+            log.exception("unexpected error loading a model", extra={"model": alias})
+            self._fail(slot, f"unexpected error: {exc}", retry=True)
+            return
+        slot.memory_bytes = loaded.memory_bytes or slot.want.memory_bytes
+        slot.state, slot.reason, slot.progress, slot.failures = "ready", "", 1.0, 0
+        slot.last_used = time.monotonic()
+        slot.task = None
+        slot.ready.set()
+        self._metrics.model_load.labels(alias).observe(time.monotonic() - started)
+        log.info(
+            "model ready",
+            extra={
+                "model": alias,
+                "runtime": source.runtime,
+                "seconds": time.monotonic() - started,
+            },
+        )
+        self._changed()
+
+    def _progress(self, slot: ModelSlot, progress: LoadProgress) -> None:
+        if progress.fraction is not None:
+            slot.progress = progress.fraction
+        slot.reason = progress.message
+        self._changed()
+
+    def _fail(self, slot: ModelSlot, reason: str, *, retry: bool = False) -> None:
+        slot.state, slot.reason, slot.task = "failed", reason, None
+        slot.ready.clear()
+        slot.failures += 1
+        log.warning("model failed", extra={"model": slot.want.alias, "reason": reason})
+        self._changed()
+        if retry:
+            delay = RETRY_DELAYS[min(slot.failures, len(RETRY_DELAYS)) - 1]
+            slot.task = asyncio.create_task(self._retry(slot, delay))
+
+    async def _retry(self, slot: ModelSlot, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self._slots.get(slot.want.alias) is slot and slot.state == "failed":
+            slot.task = None
+            self._start_load(slot.want.alias)
+
+    async def _remove(self, alias: str) -> None:
+        slot = self._slots.pop(alias, None)
+        if slot is None:
+            return
+        if slot.task is not None and slot.task is not asyncio.current_task():
+            slot.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await slot.task
+        await self._unload(slot)
+        self._changed()
+
+    async def _unload(self, slot: ModelSlot) -> None:
+        if not slot.runtime or slot.state not in ("ready", "loading"):
+            return
+        slot.state = "unloading"
+        slot.ready.clear()
+        self._changed()
+        try:
+            runtime = await self._runtimes.get(slot.runtime)
+            await runtime.unload(slot.want.alias)
+        except (NodeError, OSError) as exc:
+            log.warning("unload failed", extra={"model": slot.want.alias, "error": str(exc)})
+        slot.state, slot.memory_bytes, slot.progress = "pending", 0, 0.0
+
+    # -- memory ----------------------------------------------------------------------
+
+    def _budget(self) -> int:
+        limits = [b for b in (self._limits.max_memory_bytes, self._limits.model_cache_bytes) if b]
+        if self._limits.max_memory_fraction:
+            total = psutil.virtual_memory().total
+            limits.append(int(total * self._limits.max_memory_fraction))
+        return min(limits) if limits else 0
+
+    async def _make_room(self, incoming: ModelSlot) -> None:
+        """Evict idle models, least recently used first, until `incoming` fits the budget."""
+        budget = self._budget()
+        if not budget:
+            return
+        need = incoming.want.memory_bytes
+        async with self._lock:
+            loaded = [s for s in self._slots.values() if s.state == "ready" and s is not incoming]
+            used = sum(s.memory_bytes for s in loaded)
+            for victim in sorted(loaded, key=lambda s: s.last_used):
+                if used + need <= budget:
+                    break
+                if victim.in_use:
+                    continue
+                log.info(
+                    "evicting idle model to make room",
+                    extra={"model": victim.want.alias, "for": incoming.want.alias},
+                )
+                await self._unload(victim)
+                victim.reason = f"evicted to make room for {incoming.want.alias}"
+                used -= victim.memory_bytes or 0
+            if used + need > budget:
+                raise ModelLoadError(
+                    f"model `{incoming.want.alias}` needs {need} bytes but only "
+                    f"{max(budget - used, 0)} of the {budget}-byte budget are free and the rest "
+                    "is in use; raise resources.max_memory_usage or model_cache_size"
+                )
+
+    async def _sweep_idle(self) -> None:
+        while True:
+            await asyncio.sleep(min(5.0, self._limits.idle_timeout_s / 2))
+            if not self._limits.auto_unload_idle_models:
+                continue
+            now = time.monotonic()
+            for slot in list(self._slots.values()):
+                idle = now - slot.last_used
+                if slot.state == "ready" and not slot.in_use and idle > self._limits.idle_timeout_s:
+                    log.info("unloading idle model", extra={"model": slot.want.alias})
+                    await self._unload(slot)
+                    slot.reason = f"unloaded after {idle:.0f}s idle; loads on next request"
+                    self._changed()
+
+    def _changed(self) -> None:
+        ready = sum(1 for s in self._slots.values() if s.state == "ready")
+        self._metrics.models_ready.set(ready)
+        self._on_change()

@@ -1,0 +1,263 @@
+"""The node API over gRPC: requests in, the node's answers out, errors as status codes.
+
+Every handler maps the node's exception tree to gRPC status codes in one place
+(`_STATUS`); anything unexpected is logged with its traceback and answered with
+INTERNAL, so a bad request never takes the daemon down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, NoReturn, TypeAlias, TypeVar
+
+import grpc
+
+from edgefleet.v1 import common_pb2, node_pb2, node_pb2_grpc
+from node_agent.agents.runner import RunFinished, RunOptions, TextDelta
+from node_agent.daemon import Node
+from node_agent.errors import (
+    InvalidRequest,
+    ModelLoadError,
+    NodeError,
+    NotFound,
+    QueueFull,
+    RuntimeUnavailable,
+    StaleGeneration,
+    ToolNotAllowed,
+)
+from node_agent.wire import (
+    MODEL_STATES,
+    desired_from_proto,
+    item_results,
+    messages_from_proto,
+    tool_event,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 300.0
+"""Deadline for a request whose caller set none."""
+
+_STATUS: Mapping[type[NodeError], grpc.StatusCode] = {
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    StaleGeneration: grpc.StatusCode.FAILED_PRECONDITION,
+    QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    RuntimeUnavailable: grpc.StatusCode.UNAVAILABLE,
+    ModelLoadError: grpc.StatusCode.UNAVAILABLE,
+    ToolNotAllowed: grpc.StatusCode.PERMISSION_DENIED,
+}
+
+
+def status_code(error: NodeError) -> grpc.StatusCode:
+    """The gRPC status code of a node error (its nearest mapped base class)."""
+    for cls in type(error).__mro__:
+        if cls in _STATUS:
+            return _STATUS[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+async def _abort(context: Ctx, error: Exception) -> NoReturn:
+    if isinstance(error, NodeError):
+        await context.abort(status_code(error), str(error))
+    log.exception("unexpected error in a node API call", exc_info=error)
+    await context.abort(grpc.StatusCode.INTERNAL, f"unexpected error on the node: {error!r}")
+    raise AssertionError("context.abort returned")  # it raises; this tells type checkers
+
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Ctx: TypeAlias = Any
+"""grpc.aio.ServicerContext (grpcio ships no type information)."""
+
+
+def unary(
+    handler: Callable[[NodeService, Req, Ctx], Awaitable[Resp]],
+) -> Callable[[NodeService, Req, Ctx], Awaitable[Resp]]:
+    """Map a unary handler's errors to status codes."""
+
+    @functools.wraps(handler)
+    async def wrapped(self: NodeService, request: Req, context: Ctx) -> Resp:
+        try:
+            return await handler(self, request, context)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            await _abort(context, exc)
+
+    return wrapped
+
+
+def streaming(
+    handler: Callable[[NodeService, Req, Ctx], AsyncIterator[Resp]],
+) -> Callable[[NodeService, Req, Ctx], AsyncIterator[Resp]]:
+    """Map a streaming handler's errors to status codes."""
+
+    @functools.wraps(handler)
+    async def wrapped(self: NodeService, request: Req, context: Ctx) -> AsyncIterator[Resp]:
+        try:
+            async for item in handler(self, request, context):
+                yield item
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            await _abort(context, exc)
+
+    return wrapped
+
+
+def _timeout(context: Ctx) -> float:
+    remaining = context.time_remaining()
+    return DEFAULT_TIMEOUT_S if remaining is None else max(remaining, 0.0)
+
+
+class NodeService(node_pb2_grpc.NodeServiceServicer):
+    """The NodeService RPCs of one node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    @unary
+    async def GetInfo(self, request: node_pb2.GetInfoRequest, context: Ctx) -> node_pb2.NodeInfo:
+        return await self.node.info()
+
+    @unary
+    async def ApplyState(
+        self, request: node_pb2.ApplyStateRequest, context: Ctx
+    ) -> node_pb2.ApplyStateResponse:
+        changes = await self.node.apply(desired_from_proto(request))
+        return node_pb2.ApplyStateResponse(
+            generation=self.node.desired.generation, results=item_results(changes)
+        )
+
+    @streaming
+    async def WatchStatus(
+        self, request: node_pb2.WatchStatusRequest, context: Ctx
+    ) -> AsyncIterator[node_pb2.NodeStatus]:
+        changes = self.node.changes
+        interval = self.node.config.heartbeat_interval_s
+        seen, seq = changes.version, 1
+        yield await self.node.status(seq, heartbeat=False)
+        while True:
+            changed = await changes.wait(seen, interval)
+            if changed:
+                # A load or an apply changes many things at once: send them together.
+                await asyncio.sleep(0.02)
+            seen = changes.version
+            seq += 1
+            yield await self.node.status(seq, heartbeat=not changed)
+
+    @streaming
+    async def InvokeAgent(
+        self, request: node_pb2.InvokeAgentRequest, context: Ctx
+    ) -> AsyncIterator[node_pb2.InvokeAgentChunk]:
+        if not request.agent:
+            raise InvalidRequest("`agent` is required")
+        if request.generation and request.generation < self.node.desired.generation:
+            raise StaleGeneration(
+                f"the request was routed with generation {request.generation}; this node "
+                f"runs {self.node.desired.generation}"
+            )
+        messages = messages_from_proto(request.messages)
+        options = RunOptions.from_proto(request.options)
+        first = True
+        events = self.node.agents.invoke(request.agent, messages, options, _timeout(context))
+        async for event in events:
+            chunk = node_pb2.InvokeAgentChunk()
+            if first:
+                chunk.node_id, first = self.node.config.node_id, False
+            if isinstance(event, TextDelta):
+                chunk.delta = event.text
+            elif isinstance(event, RunFinished):
+                chunk.finish_reason = event.finish_reason
+                chunk.usage.CopyFrom(
+                    common_pb2.Usage(
+                        prompt_tokens=event.prompt_tokens or 0,
+                        completion_tokens=event.completion_tokens or 0,
+                    )
+                )
+            else:
+                tool = tool_event(event)
+                if tool is None:
+                    continue
+                chunk.tool.CopyFrom(tool)
+            yield chunk
+
+    @unary
+    async def InvokeAgentUnary(
+        self, request: node_pb2.InvokeAgentRequest, context: Ctx
+    ) -> node_pb2.InvokeAgentResponse:
+        response = node_pb2.InvokeAgentResponse(node_id=self.node.config.node_id)
+        parts: list[str] = []
+        async for chunk in self.InvokeAgent(request, context):
+            parts.append(chunk.delta)
+            if chunk.HasField("tool"):
+                response.tools.append(chunk.tool)
+            if chunk.finish_reason:
+                response.finish_reason = chunk.finish_reason
+                response.usage.CopyFrom(chunk.usage)
+        response.content = "".join(parts)
+        return response
+
+    @streaming
+    async def ProxyModel(
+        self, request: node_pb2.ProxyModelRequest, context: Ctx
+    ) -> AsyncIterator[node_pb2.ProxyModelChunk]:
+        if not request.model:
+            raise InvalidRequest("`model` is required")
+        async for part in self.node.proxy.forward(request.model, request.body, _timeout(context)):
+            yield node_pb2.ProxyModelChunk(
+                http_status=part.http_status, content_type=part.content_type, data=part.data
+            )
+
+    @streaming
+    async def LoadModel(
+        self, request: node_pb2.LoadModelRequest, context: Ctx
+    ) -> AsyncIterator[node_pb2.ModelProgress]:
+        await self.node.models.load_now(request.alias)
+        async for progress in self._progress(request.alias, until=("ready", "failed")):
+            yield progress
+
+    @streaming
+    async def UnloadModel(
+        self, request: node_pb2.UnloadModelRequest, context: Ctx
+    ) -> AsyncIterator[node_pb2.ModelProgress]:
+        unloading = asyncio.create_task(self.node.models.unload_now(request.alias))
+        try:
+            async for progress in self._progress(
+                request.alias, until=("pending", "failed"), work=unloading
+            ):
+                yield progress
+        finally:
+            if not unloading.done():
+                unloading.cancel()
+        await unloading
+
+    async def _progress(
+        self, alias: str, until: tuple[str, ...], work: asyncio.Task[Any] | None = None
+    ) -> AsyncIterator[node_pb2.ModelProgress]:
+        changes = self.node.changes
+        seen = -1
+        last: tuple[str, float, str] | None = None
+        while True:
+            await changes.wait(seen, self.node.config.heartbeat_interval_s)
+            if work is not None and work.done() and work.exception() is not None:
+                await work  # raises the reason the work could not be done
+            seen = changes.version
+            slot = self.node.models.slot(alias)
+            if slot is None:
+                raise NotFound(f"model `{alias}` was removed from this node's desired state")
+            now = (slot.state, slot.progress, slot.reason)
+            if now != last:
+                last = now
+                yield node_pb2.ModelProgress(
+                    alias=alias,
+                    state=MODEL_STATES[slot.state],
+                    progress=slot.progress,
+                    message=slot.reason,
+                )
+            if slot.state in until and slot.task is None:
+                return

@@ -1,0 +1,222 @@
+"""Conversions between the node API's protobuf messages and the node's own types."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from pydantic import ValidationError
+
+from edgefleet.v1 import common_pb2, node_pb2
+from node_agent.agents.runner import RunEvent, ToolFinished, ToolRefused, ToolStarted
+from node_agent.desired import AgentWant, ItemChange, ModelWant, NodeDesired, NodeLimits
+from node_agent.errors import InvalidRequest
+
+MODEL_STATES: Mapping[str, common_pb2.ModelState] = {
+    "pending": common_pb2.MODEL_STATE_PENDING,
+    "loading": common_pb2.MODEL_STATE_LOADING,
+    "ready": common_pb2.MODEL_STATE_READY,
+    "unloading": common_pb2.MODEL_STATE_UNLOADING,
+    "failed": common_pb2.MODEL_STATE_FAILED,
+}
+AGENT_STATES: Mapping[str, common_pb2.AgentState] = {
+    "pending": common_pb2.AGENT_STATE_PENDING,
+    "starting": common_pb2.AGENT_STATE_STARTING,
+    "ready": common_pb2.AGENT_STATE_READY,
+    "stopping": common_pb2.AGENT_STATE_STOPPING,
+    "failed": common_pb2.AGENT_STATE_FAILED,
+    "superseded": common_pb2.AGENT_STATE_SUPERSEDED,
+}
+ACTIONS: Mapping[str, node_pb2.ItemResult.Action] = {
+    "unchanged": node_pb2.ItemResult.ACTION_UNCHANGED,
+    "created": node_pb2.ItemResult.ACTION_CREATED,
+    "updated": node_pb2.ItemResult.ACTION_UPDATED,
+    "removed": node_pb2.ItemResult.ACTION_REMOVED,
+}
+KINDS: Mapping[str, node_pb2.ItemResult.Kind] = {
+    "model": node_pb2.ItemResult.KIND_MODEL,
+    "agent": node_pb2.ItemResult.KIND_AGENT,
+}
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+
+def timestamp(seconds: float | None = None) -> Timestamp:
+    """A protobuf Timestamp of a Unix time (now when None)."""
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int((time.time() if seconds is None else seconds) * 1e9))
+    return stamp
+
+
+def _tool_config(text: str, agent: str) -> dict[str, dict[str, Any]]:
+    if not text:
+        return {}
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"agent `{agent}`: tool_config_json is not JSON: {exc}") from exc
+    if not isinstance(parsed, dict) or not all(isinstance(v, dict) for v in parsed.values()):
+        raise InvalidRequest(
+            f"agent `{agent}`: tool_config_json must map tool names to objects of settings"
+        )
+    return parsed
+
+
+def desired_from_proto(request: node_pb2.ApplyStateRequest) -> NodeDesired:
+    """The desired state an ApplyState request carries; InvalidRequest says what is wrong."""
+    if request.generation <= 0:
+        raise InvalidRequest("generation must be greater than 0")
+    state, limits = request.state, request.state.limits
+    try:
+        return NodeDesired(
+            generation=request.generation,
+            controller_id=request.controller_id,
+            models=tuple(
+                ModelWant(
+                    alias=m.alias,
+                    runtime=m.runtime,
+                    source=m.source,
+                    quantization=m.quantization,
+                    memory_bytes=m.memory_bytes,
+                    tasks=tuple(m.tasks),
+                )
+                for m in state.models
+            ),
+            agents=tuple(
+                AgentWant(
+                    name=a.name,
+                    model=a.model,
+                    tools=tuple(a.tools),
+                    instructions=a.instructions,
+                    tasks=tuple(a.tasks),
+                    tool_config=_tool_config(a.tool_config_json, a.name),
+                )
+                for a in state.agents
+            ),
+            limits=NodeLimits(
+                max_memory_bytes=limits.max_memory_bytes,
+                max_memory_fraction=limits.max_memory_fraction,
+                model_cache_bytes=limits.model_cache_bytes,
+                max_concurrent_agents=limits.max_concurrent_agents,
+                max_queue_per_agent=limits.max_queue_per_agent or 16,
+                auto_unload_idle_models=limits.auto_unload_idle_models,
+                idle_timeout_s=limits.idle_timeout_s or 600.0,
+            ),
+        )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'state'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidRequest(f"invalid desired state: {problems}") from exc
+
+
+def desired_to_proto(desired: NodeDesired) -> node_pb2.ApplyStateRequest:
+    """The ApplyState request that carries a desired state (the controller's side)."""
+    limits = desired.limits
+    return node_pb2.ApplyStateRequest(
+        generation=desired.generation,
+        controller_id=desired.controller_id,
+        state=node_pb2.NodeDesiredState(
+            models=[
+                common_pb2.ModelSpec(
+                    alias=m.alias,
+                    runtime=m.runtime,
+                    source=m.source,
+                    quantization=m.quantization,
+                    memory_bytes=m.memory_bytes,
+                    tasks=list(m.tasks),
+                )
+                for m in desired.models
+            ],
+            agents=[
+                common_pb2.AgentSpec(
+                    name=a.name,
+                    model=a.model,
+                    tools=list(a.tools),
+                    instructions=a.instructions,
+                    tasks=list(a.tasks),
+                    tool_config_json=json.dumps(a.tool_config, sort_keys=True)
+                    if a.tool_config
+                    else "",
+                )
+                for a in desired.agents
+            ],
+            limits=common_pb2.ResourceLimits(
+                max_memory_bytes=limits.max_memory_bytes,
+                max_memory_fraction=limits.max_memory_fraction,
+                max_concurrent_agents=limits.max_concurrent_agents,
+                max_queue_per_agent=limits.max_queue_per_agent,
+                model_cache_bytes=limits.model_cache_bytes,
+                auto_unload_idle_models=limits.auto_unload_idle_models,
+                idle_timeout_s=limits.idle_timeout_s,
+            ),
+        ),
+    )
+
+
+def item_results(changes: list[ItemChange]) -> list[node_pb2.ItemResult]:
+    """ApplyState's per-item results."""
+    return [
+        node_pb2.ItemResult(kind=KINDS[c.kind], name=c.name, action=ACTIONS[c.action])
+        for c in changes
+    ]
+
+
+def messages_from_proto(messages: Any) -> list[dict[str, Any]]:
+    """OpenAI-shaped chat messages from ChatMessage protos; InvalidRequest when malformed."""
+    out: list[dict[str, Any]] = []
+    for i, m in enumerate(messages):
+        if m.role not in ROLES:
+            raise InvalidRequest(
+                f"messages[{i}].role `{m.role}` is not one of {', '.join(sorted(ROLES))}"
+            )
+        message: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.name:
+            message["name"] = m.name
+        if m.tool_call_id:
+            message["tool_call_id"] = m.tool_call_id
+        if m.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments_json or "{}"},
+                }
+                for c in m.tool_calls
+            ]
+        out.append(message)
+    if not out:
+        raise InvalidRequest("messages must not be empty")
+    return out
+
+
+def tool_event(event: RunEvent) -> node_pb2.ToolEvent | None:
+    """The ToolEvent for a run event about a tool call (None for other events)."""
+    if isinstance(event, ToolStarted):
+        return node_pb2.ToolEvent(
+            phase=node_pb2.ToolEvent.PHASE_STARTED,
+            tool=event.name,
+            call_id=event.call_id,
+            side_effects=event.side_effects,
+            arguments_json=event.arguments_json,
+        )
+    if isinstance(event, ToolFinished):
+        return node_pb2.ToolEvent(
+            phase=node_pb2.ToolEvent.PHASE_FINISHED,
+            tool=event.name,
+            call_id=event.call_id,
+            side_effects=event.side_effects,
+            arguments_json=event.arguments_json,
+            result=event.result,
+        )
+    if isinstance(event, ToolRefused):
+        return node_pb2.ToolEvent(
+            phase=node_pb2.ToolEvent.PHASE_REFUSED,
+            tool=event.name,
+            call_id=event.call_id,
+            arguments_json=event.arguments_json,
+            result=event.result,
+        )
+    return None

