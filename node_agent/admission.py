@@ -10,6 +10,7 @@ request at a time). The waiting count is the queue depth the node reports.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -41,12 +42,17 @@ class TargetLoad:
 
 
 class Slots:
-    """A resizable counting semaphore; None means unlimited."""
+    """A resizable counting semaphore, first come first served; None means unlimited.
+
+    A freed slot is handed to the longest waiter at once (counted as used from that
+    moment), so a newcomer never overtakes a request that waited, and a waiter
+    cancelled just as it was handed a slot passes it on instead of losing it.
+    """
 
     def __init__(self, limit: int | None) -> None:
         self._limit = limit
         self._used = 0
-        self._changed = asyncio.Condition()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     @property
     def limit(self) -> int | None:
@@ -54,23 +60,45 @@ class Slots:
         return self._limit
 
     async def set_limit(self, limit: int | None) -> None:
-        """Change the limit; waiters re-check at once (running work is never cut)."""
-        async with self._changed:
-            self._limit = limit
-            self._changed.notify_all()
+        """Change the limit; waiters get slots at once (running work is never cut)."""
+        self._limit = limit
+        self._hand_over()
+
+    def _free(self) -> bool:
+        return self._limit is None or self._used < self._limit
+
+    def _hand_over(self) -> None:
+        while self._waiters and self._free():
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # a cancelled waiter is skipped; it takes nothing
+                self._used += 1
+                waiter.set_result(None)
 
     @contextlib.asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:
         """Hold one slot for the duration of the block."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._limit is None or self._used < self._limit)
+        if not self._waiters and self._free():
             self._used += 1
+        else:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._release()  # handed a slot as it was cancelled: pass it on
+                else:
+                    with contextlib.suppress(ValueError):  # already skipped
+                        self._waiters.remove(waiter)
+                raise
         try:
             yield
         finally:
-            async with self._changed:
-                self._used -= 1
-                self._changed.notify()
+            self._release()
+
+    def _release(self) -> None:
+        self._used -= 1
+        self._hand_over()
 
 
 class Admission:

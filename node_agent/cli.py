@@ -203,7 +203,8 @@ def _remote_info(address: str) -> dict[str, object]:
     with grpc.insecure_channel(address, options=client_options()) as channel:
         stub = node_pb2_grpc.NodeServiceStub(channel)
         info = stub.GetInfo(node_pb2.GetInfoRequest(), timeout=5)
-    return MessageToDict(info)
+    # Zero values too: `generation: 0` says the node runs nothing, which is worth showing.
+    return MessageToDict(info, always_print_fields_with_no_presence=True)
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -211,7 +212,8 @@ def run_info(args: argparse.Namespace) -> int:
     try:
         info = _remote_info(args.node) if args.node else _local_info(args.catalog)
     except grpc.RpcError as exc:
-        print(f"edge-node: cannot reach the node at {args.node}: {exc.details()}", file=sys.stderr)
+        details = " ".join(str(exc.details() or exc.code()).split())  # one line
+        print(f"edge-node: cannot reach the node at {args.node}: {details}", file=sys.stderr)
         return 3
     except NodeError as exc:
         print(f"edge-node: {exc}", file=sys.stderr)
@@ -226,12 +228,34 @@ def run_info(args: argparse.Namespace) -> int:
 def _print_text(info: dict[str, object], indent: str = "") -> None:
     for key, value in info.items():
         if isinstance(value, dict):
-            print(f"{indent}{key}:")
+            print(f"{indent}{key}:" + ("" if value else " -"))
             _print_text(value, indent + "  ")
+        elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
+            print(f"{indent}{key}:")
+            for item in value:
+                _print_item(item, indent + "  ")
         elif isinstance(value, list):
-            print(f"{indent}{key}: {', '.join(str(v) for v in value) or '-'}")
+            print(f"{indent}{key}: {', '.join(_scalar(v) for v in value) or '-'}")
         else:
-            print(f"{indent}{key}: {value}")
+            print(f"{indent}{key}: {_scalar(value)}")
+
+
+def _print_item(item: object, indent: str) -> None:
+    """One element of a list, YAML-style: `- key: value` then the other keys under it."""
+    if not isinstance(item, dict) or not item:
+        print(f"{indent}- {_scalar(item)}")
+        return
+    (key, value), *rest = item.items()
+    print(f"{indent}- {key}: {_scalar(value)}")
+    _print_text(dict(rest), indent + "  ")
+
+
+def _scalar(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None or value == "":
+        return "-"
+    return str(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from node_agent.changes import ChangeSignal
 from node_agent.config import NodeConfig
 from node_agent.desired import ItemChange, NodeDesired, compare
 from node_agent.errors import StaleGeneration
+from node_agent.malformed import MalformedRequests
 from node_agent.mdns import Advertiser, NodeAdvert, local_addresses
 from node_agent.metrics import NodeMetrics
 from node_agent.model_proxy import ModelProxy
@@ -67,6 +68,8 @@ class Node:
         self.started_at = time.time()
         self.port = 0
         self.metrics_port = 0
+        self.stopping = False
+        """Set when shutdown begins: status and progress streams end at once."""
         self._apply_lock = asyncio.Lock()
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
@@ -117,8 +120,10 @@ class Node:
         await self.admission.configure(
             limits.max_queue_per_agent, limits.max_concurrent_agents or None
         )
-        await self.models.reconcile(desired.models, limits)
+        # Agents first: one that goes away starts draining before its model is retired,
+        # and the model waits for its last request (see ModelManager).
         await self.agents.reconcile(desired.agents)
+        await self.models.reconcile(desired.models, limits)
         self.changes.bump()
 
     async def restore(self) -> bool:
@@ -225,7 +230,7 @@ class Node:
         """Restore saved state, then serve the node API, metrics and the mDNS advert."""
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         await self.restore()
-        server = grpc.aio.server(options=server_options())
+        server = grpc.aio.server(options=server_options(), interceptors=[MalformedRequests()])
         node_pb2_grpc.add_NodeServiceServicer_to_server(servicer_factory(self), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         address = f"{self.config.listen_host}:{self.config.listen_port}"
@@ -276,7 +281,10 @@ class Node:
             await self._server.wait_for_termination()
 
     async def close(self) -> None:
-        """Say goodbye on mDNS, finish running requests, stop agents, unload models."""
+        """End status streams, say goodbye on mDNS, finish running requests, stop agents,
+        unload models."""
+        self.stopping = True
+        self.changes.bump()  # wakes the status streams, which see `stopping` and end
         steps: list[tuple[str, Callable[[], Awaitable[object]]]] = []
         if self._advertiser is not None:
             steps.append(("mdns goodbye", self._advertiser.close))

@@ -27,6 +27,10 @@ class RuntimeUnavailable(NodeError):
     """A model runtime cannot be reached or started (UNAVAILABLE)."""
 
 
+class NodeStopping(NodeError):
+    """The node is shutting down; ask another node (UNAVAILABLE)."""
+
+
 class ModelLoadError(NodeError):
     """A model could not be loaded; the message says what to do about it."""
 

@@ -52,8 +52,16 @@ class ModelSlot:
     last_used: float = field(default_factory=time.monotonic)
     in_use: int = 0
     failures: int = 0
+    counted: bool = False
+    """Its memory counts against the budget: admitted to load, loaded, or restarting."""
     task: asyncio.Task[None] | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def expected_bytes(self) -> int:
+        """Memory it takes: measured once loaded, else what the manifest or catalog says."""
+        if self.memory_bytes:
+            return self.memory_bytes
+        return self.source.memory_bytes if self.source else self.want.memory_bytes
 
 
 RuntimeFactory = Callable[[str, StateListener], Runtime]
@@ -287,7 +295,7 @@ class ModelManager:
             log.exception("unexpected error loading a model", extra={"model": alias})
             self._fail(slot, f"unexpected error: {exc}", retry=True)
             return
-        slot.memory_bytes = loaded.memory_bytes or slot.want.memory_bytes
+        slot.memory_bytes = loaded.memory_bytes or source.memory_bytes
         slot.state, slot.reason, slot.progress, slot.failures = "ready", "", 1.0, 0
         slot.last_used = time.monotonic()
         slot.task = None
@@ -311,6 +319,7 @@ class ModelManager:
 
     def _fail(self, slot: ModelSlot, reason: str, *, retry: bool = False) -> None:
         slot.state, slot.reason, slot.task = "failed", reason, None
+        slot.counted = False
         slot.ready.clear()
         slot.failures += 1
         log.warning("model failed", extra={"model": slot.want.alias, "reason": reason})
@@ -337,7 +346,9 @@ class ModelManager:
         self._changed()
 
     async def _unload(self, slot: ModelSlot) -> None:
-        if not slot.runtime or slot.state not in ("ready", "loading"):
+        # `failed` too: a runtime that reported a model failed may still be restarting it,
+        # and only an unload makes it stop. Unloading what a runtime does not have is a no-op.
+        if not slot.runtime or slot.state in ("pending", "unloading"):
             return
         slot.state = "unloading"
         slot.ready.clear()
@@ -348,6 +359,7 @@ class ModelManager:
         except (NodeError, OSError) as exc:
             log.warning("unload failed", extra={"model": slot.want.alias, "error": str(exc)})
         slot.state, slot.memory_bytes, slot.progress = "pending", 0, 0.0
+        slot.counted = False
 
     # -- memory ----------------------------------------------------------------------
 
@@ -359,32 +371,39 @@ class ModelManager:
         return min(limits) if limits else 0
 
     async def _make_room(self, incoming: ModelSlot) -> None:
-        """Evict idle models, least recently used first, until `incoming` fits the budget."""
-        budget = self._budget()
-        if not budget:
-            return
-        need = incoming.want.memory_bytes
+        """Evict idle models, least recently used first, until `incoming` fits the budget.
+
+        Models still loading count with what they are expected to take, so loads that
+        start together cannot overshoot the budget between them.
+        """
         async with self._lock:
-            loaded = [s for s in self._slots.values() if s.state == "ready" and s is not incoming]
-            used = sum(s.memory_bytes for s in loaded)
-            for victim in sorted(loaded, key=lambda s: s.last_used):
+            budget = self._budget()
+            if not budget:
+                incoming.counted = True
+                return
+            need = incoming.expected_bytes()
+            others = [s for s in self._slots.values() if s.counted and s is not incoming]
+            used = sum(s.expected_bytes() for s in others)
+            idle = [s for s in others if s.state == "ready" and not s.in_use]
+            for victim in sorted(idle, key=lambda s: s.last_used):
                 if used + need <= budget:
                     break
-                if victim.in_use:
-                    continue
                 log.info(
                     "evicting idle model to make room",
                     extra={"model": victim.want.alias, "for": incoming.want.alias},
                 )
+                freed = victim.expected_bytes()  # read first: unloading zeroes it
                 await self._unload(victim)
                 victim.reason = f"evicted to make room for {incoming.want.alias}"
-                used -= victim.memory_bytes or 0
+                used -= freed
+                self._changed()
             if used + need > budget:
                 raise ModelLoadError(
                     f"model `{incoming.want.alias}` needs {need} bytes but only "
                     f"{max(budget - used, 0)} of the {budget}-byte budget are free and the rest "
                     "is in use; raise resources.max_memory_usage or model_cache_size"
                 )
+            incoming.counted = True
 
     async def _sweep_idle(self) -> None:
         while True:

@@ -22,6 +22,7 @@ from node_agent.errors import (
     InvalidRequest,
     ModelLoadError,
     NodeError,
+    NodeStopping,
     NotFound,
     QueueFull,
     RuntimeUnavailable,
@@ -47,6 +48,7 @@ _STATUS: Mapping[type[NodeError], grpc.StatusCode] = {
     StaleGeneration: grpc.StatusCode.FAILED_PRECONDITION,
     QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
     RuntimeUnavailable: grpc.StatusCode.UNAVAILABLE,
+    NodeStopping: grpc.StatusCode.UNAVAILABLE,
     ModelLoadError: grpc.StatusCode.UNAVAILABLE,
     ToolNotAllowed: grpc.StatusCode.PERMISSION_DENIED,
 }
@@ -143,6 +145,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         yield await self.node.status(seq, heartbeat=False)
         while True:
             changed = await changes.wait(seen, interval)
+            self._check_running()
             if changed:
                 # A load or an apply changes many things at once: send them together.
                 await asyncio.sleep(0.02)
@@ -236,6 +239,12 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
                 unloading.cancel()
         await unloading
 
+    def _check_running(self) -> None:
+        # Streams that follow the node end when it stops, so that a clean shutdown waits
+        # only for requests in flight, not for its watchers' grace period.
+        if self.node.stopping:
+            raise NodeStopping(f"edge-node `{self.node.config.node_id}` is shutting down")
+
     async def _progress(
         self, alias: str, until: tuple[str, ...], work: asyncio.Task[Any] | None = None
     ) -> AsyncIterator[node_pb2.ModelProgress]:
@@ -244,6 +253,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         last: tuple[str, float, str] | None = None
         while True:
             await changes.wait(seen, self.node.config.heartbeat_interval_s)
+            self._check_running()
             if work is not None and work.done() and work.exception() is not None:
                 await work  # raises the reason the work could not be done
             seen = changes.version

@@ -6,9 +6,11 @@ the file holds either the old state or the new one, never a torn mix.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -29,7 +31,9 @@ class StateFile:
     def load(self) -> NodeDesired | None:
         """The saved state, or None when there is none or it cannot be read (logged)."""
         try:
-            text = self.path.read_text(encoding="utf-8")
+            # Bytes, not text: a file that is not even UTF-8 is unreadable like any other
+            # and must not keep the node from starting.
+            data = self.path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -38,16 +42,36 @@ class StateFile:
             )
             return None
         try:
-            return NodeDesired.model_validate_json(text)
+            return NodeDesired.model_validate_json(data)
         except ValidationError as exc:
-            # Keep the unreadable file for inspection rather than overwrite the evidence.
-            aside = self.path.with_suffix(".unreadable")
-            os.replace(self.path, aside)
+            first = exc.errors()[0]  # not str(exc): it would quote the file's content
+            where = ".".join(str(part) for part in first["loc"])
+            reason = f"{where}: {first['msg']}" if where else str(first["msg"])
+        # Keep the unreadable file for inspection rather than overwrite the evidence.
+        try:
+            aside = self._set_aside()
+        except OSError as exc:
             log.error(
-                "saved state is unreadable; starting empty",
-                extra={"path": str(aside), "error": str(exc).splitlines()[0]},
+                "saved state is unreadable and cannot be set aside; starting empty",
+                extra={"path": str(self.path), "error": reason, "move_error": str(exc)},
             )
             return None
+        log.error(
+            "saved state is unreadable; starting empty",
+            extra={"path": str(aside), "error": reason},
+        )
+        return None
+
+    def _set_aside(self) -> Path:
+        """Move the file to a name of its own (`...unreadable-TIME`); earlier ones stay."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        aside = self.path.with_name(f"{self.path.name}.unreadable-{stamp}")
+        for number in itertools.count(1):
+            if not aside.exists():
+                break
+            aside = aside.with_name(f"{self.path.name}.unreadable-{stamp}-{number}")
+        os.replace(self.path, aside)
+        return aside
 
     def save(self, desired: NodeDesired) -> None:
         """Replace the saved state atomically and durably."""

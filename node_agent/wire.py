@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from edgefleet.v1 import common_pb2, node_pb2
 from node_agent.agents.runner import RunEvent, ToolFinished, ToolRefused, ToolStarted
-from node_agent.desired import AgentWant, ItemChange, ModelWant, NodeDesired, NodeLimits
+from node_agent.desired import ItemChange, NodeDesired
 from node_agent.errors import InvalidRequest
 
 MODEL_STATES: Mapping[str, common_pb2.ModelState] = {
@@ -64,52 +64,77 @@ def _tool_config(text: str, agent: str) -> dict[str, dict[str, Any]]:
     return parsed
 
 
+def float32(value: float) -> float:
+    """The number a caller wrote, from the nearest float32 a proto `float` carries.
+
+    0.7 arrives as 0.699999988; without this the node would compare, save and log that.
+    """
+    return float(f"{value:.7g}")
+
+
+def _where(location: tuple[int | str, ...]) -> str:
+    """`agents[0].name` for pydantic's ("agents", 0, "name")."""
+    text = ""
+    for part in location:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text
+
+
+def _problems(error: ValidationError) -> str:
+    problems = []
+    for problem in error.errors():
+        # A check of the whole state has no location; its message says what it is about.
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        where = _where(tuple(problem["loc"]))
+        problems.append(f"{where}: {message}" if where else message)
+    return "; ".join(problems)
+
+
 def desired_from_proto(request: node_pb2.ApplyStateRequest) -> NodeDesired:
     """The desired state an ApplyState request carries; InvalidRequest says what is wrong."""
     if request.generation <= 0:
         raise InvalidRequest("generation must be greater than 0")
     state, limits = request.state, request.state.limits
+    # Validated in one go, so every problem carries its full path (`agents[1].name`).
+    document: dict[str, Any] = {
+        "generation": request.generation,
+        "controller_id": request.controller_id,
+        "models": [
+            {
+                "alias": m.alias,
+                "runtime": m.runtime,
+                "source": m.source,
+                "quantization": m.quantization,
+                "memory_bytes": m.memory_bytes,
+                "tasks": tuple(m.tasks),
+            }
+            for m in state.models
+        ],
+        "agents": [
+            {
+                "name": a.name,
+                "model": a.model,
+                "tools": tuple(a.tools),
+                "instructions": a.instructions,
+                "tasks": tuple(a.tasks),
+                "tool_config": _tool_config(a.tool_config_json, a.name),
+            }
+            for a in state.agents
+        ],
+        "limits": {
+            "max_memory_bytes": limits.max_memory_bytes,
+            "max_memory_fraction": float32(limits.max_memory_fraction),
+            "model_cache_bytes": limits.model_cache_bytes,
+            "max_concurrent_agents": limits.max_concurrent_agents,
+            "max_queue_per_agent": limits.max_queue_per_agent or 16,
+            "auto_unload_idle_models": limits.auto_unload_idle_models,
+            "idle_timeout_s": limits.idle_timeout_s or 600.0,
+        },
+    }
     try:
-        return NodeDesired(
-            generation=request.generation,
-            controller_id=request.controller_id,
-            models=tuple(
-                ModelWant(
-                    alias=m.alias,
-                    runtime=m.runtime,
-                    source=m.source,
-                    quantization=m.quantization,
-                    memory_bytes=m.memory_bytes,
-                    tasks=tuple(m.tasks),
-                )
-                for m in state.models
-            ),
-            agents=tuple(
-                AgentWant(
-                    name=a.name,
-                    model=a.model,
-                    tools=tuple(a.tools),
-                    instructions=a.instructions,
-                    tasks=tuple(a.tasks),
-                    tool_config=_tool_config(a.tool_config_json, a.name),
-                )
-                for a in state.agents
-            ),
-            limits=NodeLimits(
-                max_memory_bytes=limits.max_memory_bytes,
-                max_memory_fraction=limits.max_memory_fraction,
-                model_cache_bytes=limits.model_cache_bytes,
-                max_concurrent_agents=limits.max_concurrent_agents,
-                max_queue_per_agent=limits.max_queue_per_agent or 16,
-                auto_unload_idle_models=limits.auto_unload_idle_models,
-                idle_timeout_s=limits.idle_timeout_s or 600.0,
-            ),
-        )
+        return NodeDesired.model_validate(document)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'state'}: {e['msg']}" for e in exc.errors()
-        )
-        raise InvalidRequest(f"invalid desired state: {problems}") from exc
+        raise InvalidRequest(f"invalid desired state: {_problems(exc)}") from exc
 
 
 def desired_to_proto(desired: NodeDesired) -> node_pb2.ApplyStateRequest:

@@ -54,6 +54,8 @@ class AgentReplica:
     building: bool = True
     stopping: bool = False
     runner: AgentRunner | None = None
+    built: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once its tools are built (or failed to build)."""
 
     async def close(self) -> None:
         """Release the runner's connections and the tools' files."""
@@ -118,6 +120,7 @@ class AgentHost:
             log.warning("agent cannot start", extra={"agent": want.name, "reason": str(exc)})
         finally:
             replica.building = False
+            replica.built.set()
         self._on_change()
 
     def _drain(self, replica: AgentReplica) -> None:
@@ -199,10 +202,18 @@ class AgentHost:
             if name in self._draining:
                 raise NotFound(f"agent `{name}` is stopping on this node")
             raise NotFound(f"agent `{name}` is not on this node")
+        deadline = time.monotonic() + timeout
+        if not replica.built.is_set():
+            # A new or updated agent is building its tools: wait, as for a loading model.
+            try:
+                await asyncio.wait_for(replica.built.wait(), timeout)
+            except TimeoutError:
+                raise RuntimeUnavailable(
+                    f"agent `{name}` is still starting (building its tools)"
+                ) from None
         state, reason = self.state(name)
         if state == "failed":
             raise RuntimeUnavailable(f"agent `{name}` failed: {reason}")
-        deadline = time.monotonic() + timeout
         model = replica.want.model
         outcome = "error"
         async with self._admission.admit(name, model, agent=True) as load:

@@ -22,8 +22,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ctypes
-import functools
 import importlib.metadata
 import importlib.util
 import logging
@@ -32,7 +30,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -143,31 +141,28 @@ def missing_server_modules() -> list[str]:
 # -- one child process -----------------------------------------------------------------
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """A preexec function that makes the kernel SIGKILL the child when the node dies.
+DIE_WITH_PARENT = """\
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):  # the node died before the signal was armed
+    os._exit(1)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+"""Arms the kernel's parent-death signal, then becomes the model server (same pid).
 
-    The death signal follows the thread that forked the child: asyncio forks from
-    the event loop's thread, which lives as long as the node.
-    """
+The node spawns this instead of forking with a `preexec_fn`: a fork of the node,
+which runs gRPC's threads, runs gRPC's fork handlers in the child, and those abort
+now and then (`Check failed: next_worker->state == KICKED`). Without a `preexec_fn`
+Python spawns with vfork, which runs no fork handlers. The death signal follows the
+thread that spawned the child: asyncio spawns from the event loop's thread, which
+lives as long as the node."""
+
+
+def _die_with_parent(command: list[str]) -> list[str]:
+    """`command`, run so that the kernel SIGKILLs it when the node dies (on Linux)."""
     if not sys.platform.startswith("linux"):
-        return None
-    prctl = _prctl()
-    pr_set_pdeathsig = 1
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGKILL)
-        if os.getppid() != parent:  # the node died before the death signal was armed
-            os._exit(1)
-
-    return preexec
-
-
-@functools.cache
-def _prctl() -> Callable[..., int]:
-    # Looked up in the node: a child between fork and exec must not load libraries.
-    prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-    return prctl
+        return command
+    return [sys.executable, "-S", "-c", DIE_WITH_PARENT, str(os.getpid()), *command]
 
 
 def describe_exit(code: int | None) -> str:
@@ -254,12 +249,11 @@ class ServerProcess:
         """Start the child (in its own process group, dying with the node)."""
         creating = asyncio.ensure_future(
             asyncio.create_subprocess_exec(
-                *self.command,
+                *_die_with_parent(self.command),
                 stdin=asyncio.subprocess.DEVNULL,
                 # Uvicorn logs requests to stdout: nothing reads it, so it must not be a pipe.
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
-                preexec_fn=_die_with_parent(),
                 process_group=0,
             )
         )

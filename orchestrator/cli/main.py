@@ -1,18 +1,49 @@
 """`edgectl`: drive an EdgeFleet deployment. Exit codes: 0 ok, 1 failed/invalid, 2 usage,
-3 controller unreachable."""
+3 controller unreachable, 130 interrupted (Ctrl-C)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from orchestrator import __version__
-from orchestrator.cli import schema_command, validate_command
+from orchestrator.cli import (
+    apply_command,
+    chat_command,
+    controller_command,
+    delete_command,
+    describe_command,
+    diff_command,
+    events_command,
+    get_command,
+    rollback_command,
+    schema_command,
+    status_command,
+    up_command,
+    validate_command,
+)
+from orchestrator.cli.client import DEFAULT_CONTROLLER, ENV_CONTROLLER, error_text
 from orchestrator.cli.console import Consoles
 from orchestrator.errors import EdgeFleetError
 
-COMMANDS = (validate_command, schema_command)
+# In the order `edgectl --help` lists them.
+COMMANDS = (
+    up_command,
+    validate_command,
+    diff_command,
+    apply_command,
+    get_command,
+    status_command,
+    describe_command,
+    events_command,
+    delete_command,
+    rollback_command,
+    chat_command,
+    controller_command,
+    schema_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Deploy AI agents and small language models to edge nodes from one manifest.",
     )
     parser.add_argument("--version", action="version", version=f"edgectl {__version__}")
+    parser.add_argument(
+        "--controller",
+        metavar="HOST:PORT",
+        help=f"controller API address (default: ${ENV_CONTROLLER}, else {DEFAULT_CONTROLLER})",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         command.register(commands)
@@ -35,10 +71,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.run(args, consoles)
     except EdgeFleetError as exc:
-        consoles.err.print(f"error: {exc}", markup=False, highlight=False)
+        consoles.err.print(error_text(exc), markup=False, highlight=False)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`edgectl events -f | head`): stop quietly, and keep
+        # Python from complaining when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     return code
 
 

@@ -6,6 +6,7 @@ in the test's own event loop and answers each `POST /v1/chat/completions` with t
 next `Turn` of its script: text, tool calls or both, as a `chat.completion` object
 or, when the request says `stream: true`, as server-sent `chat.completion.chunk`
 events ending in `data: [DONE]`. It records every request body it received.
+`GET /v1/models` lists its one model, so the node's `openai` runtime can use it.
 
 A turn can hold its answer (before it, or after its first streamed piece) until the
 test sets an event, which lets a test look at what a client did in between; while
@@ -129,6 +130,10 @@ class ScriptedOpenAI:
                     self.requests.append(request)
                     self._received.notify_all()
                 await self._answer(request, reader, writer)
+            elif method == "GET" and path == "/v1/models":
+                # What an OpenAI-compatible runtime adapter checks before it uses the server.
+                listed = {"id": self.model, "object": "model", "created": 0, "owned_by": "script"}
+                await self._send_json(writer, 200, {"object": "list", "data": [listed]})
             else:
                 await self._send_json(writer, 404, _error(f"no route {method} {path}"))
         except (ConnectionError, asyncio.IncompleteReadError):

@@ -79,3 +79,8 @@ def test_extensions_are_normalised_to_units() -> None:
     quick = load_file(MANIFESTS / "quickstart.yaml").desired
     assert quick.resources.max_memory_fraction == 0.75
     assert quick.models[0].alias == "smollm2-135m"
+
+
+def test_the_embedded_quickstart_is_the_example_quickstart() -> None:
+    embedded = MANIFESTS.parent / "orchestrator" / "quickstart.yaml"
+    assert embedded.read_bytes() == (MANIFESTS / "quickstart.yaml").read_bytes()

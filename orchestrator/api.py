@@ -1,0 +1,428 @@
+"""The controller API over gRPC: apply, diff, delete, rollback, status, events, chat.
+
+Every mutation is all or nothing: a manifest is validated (and checked against
+the other deployments) before anything is stored, and a stored revision is
+acted on by the reconciler, never half here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import functools
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, NoReturn, TypeAlias, TypeVar
+
+import grpc
+
+from edgefleet.v1 import controller_pb2, controller_pb2_grpc, node_pb2
+from edgefleet_common.version import __version__
+from node_agent.wire import timestamp
+from orchestrator.events import EventLog
+from orchestrator.fleet.fleet import Fleet
+from orchestrator.manifest import DesiredState, ManifestError, load_text
+from orchestrator.reconciler import Reconciler
+from orchestrator.routing.router import RouteError, Router
+from orchestrator.scheduler import check_conflicts
+from orchestrator.store import EventRow, Revision, Store
+from orchestrator.views import (
+    agent_views,
+    deployment_views,
+    model_views,
+    node_view,
+    plan_view,
+    revision_view,
+)
+
+log = logging.getLogger(__name__)
+
+Ctx: TypeAlias = Any
+"""grpc.aio.ServicerContext (grpcio ships no type information)."""
+CHAT_TIMEOUT_S = 300.0
+RECENT_EVENTS = 10
+
+_SEVERITIES = {
+    "info": controller_pb2.Event.SEVERITY_INFO,
+    "warning": controller_pb2.Event.SEVERITY_WARNING,
+    "error": controller_pb2.Event.SEVERITY_ERROR,
+}
+
+
+class ApiError(Exception):
+    """A request the controller refuses; carries the status code to answer with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+async def _abort(context: Ctx, error: Exception) -> NoReturn:
+    if isinstance(error, ApiError | RouteError):
+        await context.abort(error.code, str(error))
+    log.exception("unexpected error in a controller API call", exc_info=error)
+    await context.abort(grpc.StatusCode.INTERNAL, f"unexpected error in the controller: {error!r}")
+    raise AssertionError("context.abort returned")  # it raises; this tells type checkers
+
+
+def unary(
+    handler: Callable[[ControllerService, Req, Ctx], Awaitable[Resp]],
+) -> Callable[[ControllerService, Req, Ctx], Awaitable[Resp]]:
+    """Map a unary handler's errors to status codes."""
+
+    @functools.wraps(handler)
+    async def wrapped(self: ControllerService, request: Req, context: Ctx) -> Resp:
+        try:
+            return await handler(self, request, context)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            await _abort(context, exc)
+
+    return wrapped
+
+
+def streaming(
+    handler: Callable[[ControllerService, Req, Ctx], AsyncIterator[Resp]],
+) -> Callable[[ControllerService, Req, Ctx], AsyncIterator[Resp]]:
+    """Map a streaming handler's errors to status codes."""
+
+    @functools.wraps(handler)
+    async def wrapped(self: ControllerService, request: Req, context: Ctx) -> AsyncIterator[Resp]:
+        try:
+            async for item in handler(self, request, context):
+                yield item
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            await _abort(context, exc)
+
+    return wrapped
+
+
+def digest(desired: DesiredState) -> str:
+    """A content hash of a desired state: equal states, equal digests."""
+    return hashlib.sha256(desired.model_dump_json().encode()).hexdigest()
+
+
+def event_view(row: EventRow) -> controller_pb2.Event:
+    """A stored event as the API returns it."""
+    return controller_pb2.Event(
+        id=row.id,
+        time=timestamp(row.time),
+        severity=_SEVERITIES.get(row.severity, controller_pb2.Event.SEVERITY_INFO),
+        reason=row.reason,
+        object=row.object,
+        node_id=row.node_id,
+        message=row.message,
+    )
+
+
+class ControllerService(controller_pb2_grpc.ControllerServiceServicer):
+    """The ControllerService RPCs."""
+
+    def __init__(
+        self,
+        store: Store,
+        fleet: Fleet,
+        reconciler: Reconciler,
+        events: EventLog,
+        router: Router,
+        *,
+        gateway_url: str = "",
+    ) -> None:
+        self._store = store
+        self._fleet = fleet
+        self._reconciler = reconciler
+        self._events = events
+        self._router = router
+        self._gateway_url = gateway_url
+        self._mutating = asyncio.Lock()
+
+    # -- changing what runs ----------------------------------------------------------
+
+    def _load(self, manifest: str, source: str) -> DesiredState:
+        try:
+            return load_text(manifest, source=source or "<manifest>").desired
+        except ManifestError as exc:
+            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
+
+    def _others(self, name: str) -> list[DesiredState]:
+        return [d for d in self._reconciler.deployments() if d.name != name]
+
+    def _check(self, deployments: Sequence[DesiredState]) -> None:
+        problems = check_conflicts(deployments)
+        if problems:
+            raise ApiError(grpc.StatusCode.FAILED_PRECONDITION, "; ".join(problems))
+
+    def _current(self, name: str) -> Revision | None:
+        return next((r for r in self._store.current() if r.deployment == name), None)
+
+    async def _stage(
+        self,
+        desired: DesiredState,
+        *,
+        manifest: str,
+        source: str,
+        cause: str,
+        dry_run: bool,
+    ) -> controller_pb2.ApplyResponse:
+        deployments = [*self._others(desired.name), desired]
+        self._check(deployments)
+        current = self._current(desired.name)
+        fingerprint = digest(desired)
+        changed = current is None or current.digest != fingerprint or cause != "apply"
+        plan = self._reconciler.preview(deployments).plan
+        response = controller_pb2.ApplyResponse(plan=plan_view(plan), changed=changed)
+        if dry_run or not changed:
+            number = (current.number if current else 0) + (1 if changed else 0)
+            response.revision.CopyFrom(
+                controller_pb2.Revision(
+                    deployment=desired.name, number=number, digest=fingerprint, source=source
+                )
+            )
+            return response
+        revision = self._store.add_revision(
+            desired.name,
+            source=source,
+            manifest=manifest,
+            desired_json=desired.model_dump_json(),
+            digest=fingerprint,
+            cause=cause,
+        )
+        self._events.record(
+            "info",
+            "DeploymentApplied",
+            f"deployment/{desired.name}",
+            f"revision {revision.number} of {desired.name} applied ({cause}, from {source})",
+        )
+        self._reconciler.trigger()
+        response.revision.CopyFrom(revision_view(revision))
+        return response
+
+    @unary
+    async def Apply(
+        self, request: controller_pb2.ApplyRequest, context: Ctx
+    ) -> controller_pb2.ApplyResponse:
+        desired = self._load(request.manifest, request.source)
+        async with self._mutating:
+            return await self._stage(
+                desired,
+                manifest=request.manifest,
+                source=request.source,
+                cause="apply",
+                dry_run=request.dry_run,
+            )
+
+    @unary
+    async def Diff(
+        self, request: controller_pb2.DiffRequest, context: Ctx
+    ) -> controller_pb2.DiffResponse:
+        desired = self._load(request.manifest, request.source)
+        deployments = [*self._others(desired.name), desired]
+        self._check(deployments)
+        current = self._current(desired.name)
+        plan = self._reconciler.preview(deployments).plan
+        text_diff = "".join(
+            difflib.unified_diff(
+                (current.manifest if current else "").splitlines(keepends=True),
+                request.manifest.splitlines(keepends=True),
+                fromfile=f"{desired.name} (revision {current.number})" if current else "/dev/null",
+                tofile=request.source or "manifest",
+            )
+        )
+        return controller_pb2.DiffResponse(
+            plan=plan_view(plan),
+            changed=plan.changed or current is None or current.digest != digest(desired),
+            manifest_diff=text_diff,
+            current_revision=current.number if current else 0,
+        )
+
+    @unary
+    async def Delete(
+        self, request: controller_pb2.DeleteRequest, context: Ctx
+    ) -> controller_pb2.DeleteResponse:
+        async with self._mutating:
+            name = request.deployment
+            if self._current(name) is None:
+                known = ", ".join(r.deployment for r in self._store.current()) or "none"
+                raise ApiError(
+                    grpc.StatusCode.NOT_FOUND, f"no deployment named `{name}`; deployments: {known}"
+                )
+            plan = self._reconciler.preview(self._others(name)).plan
+            if request.dry_run:
+                return controller_pb2.DeleteResponse(plan=plan_view(plan), deleted=False)
+            self._store.delete_deployment(name)
+            self._events.record(
+                "info", "DeploymentDeleted", f"deployment/{name}", f"deployment {name} deleted"
+            )
+            self._reconciler.trigger()
+            return controller_pb2.DeleteResponse(plan=plan_view(plan), deleted=True)
+
+    @unary
+    async def Rollback(
+        self, request: controller_pb2.RollbackRequest, context: Ctx
+    ) -> controller_pb2.ApplyResponse:
+        async with self._mutating:
+            name = request.deployment or self._only_deployment()
+            current = self._current(name)
+            if current is None:
+                raise ApiError(grpc.StatusCode.NOT_FOUND, f"no deployment named `{name}`")
+            target = request.to_revision or current.number - 1
+            if target < 1:
+                raise ApiError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"{name} has only revision {current.number}: nothing to roll back to",
+                )
+            revision = self._store.revision(name, target)
+            if revision is None:
+                numbers = ", ".join(str(r.number) for r in self._store.revisions(name))
+                raise ApiError(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"{name} has no revision {target}; it has: {numbers}",
+                )
+            desired = DesiredState.model_validate_json(revision.desired_json)
+            return await self._stage(
+                desired,
+                manifest=revision.manifest,
+                source=revision.source,
+                cause=f"rollback to {target}",
+                dry_run=request.dry_run,
+            )
+
+    def _only_deployment(self) -> str:
+        names = [r.deployment for r in self._store.current()]
+        if len(names) != 1:
+            raise ApiError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "name the deployment to roll back; deployments: " + (", ".join(names) or "none"),
+            )
+        return names[0]
+
+    @unary
+    async def ListRevisions(
+        self, request: controller_pb2.ListRevisionsRequest, context: Ctx
+    ) -> controller_pb2.ListRevisionsResponse:
+        name = request.deployment or self._only_deployment()
+        return controller_pb2.ListRevisionsResponse(
+            revisions=[
+                revision_view(r, with_manifest=request.with_manifest)
+                for r in self._store.revisions(name)
+            ]
+        )
+
+    # -- what is running -------------------------------------------------------------
+
+    def _nodes(self) -> list[controller_pb2.NodeView]:
+        assignment = self._reconciler.assignment
+        return [node_view(link, assignment.get(link.node_id)) for link in self._fleet.links()]
+
+    def _agents(self) -> list[controller_pb2.AgentView]:
+        schedule = self._reconciler.last_schedule
+        return agent_views(
+            self._reconciler.deployments(),
+            self._fleet,
+            self._reconciler.assignment,
+            schedule.plan if schedule else None,
+            self._router.stats,
+        )
+
+    def _models(self) -> list[controller_pb2.ModelView]:
+        return model_views(
+            self._reconciler.deployments(),
+            self._fleet,
+            self._reconciler.assignment,
+            self._router.stats,
+        )
+
+    @unary
+    async def GetStatus(
+        self, request: controller_pb2.GetStatusRequest, context: Ctx
+    ) -> controller_pb2.ClusterStatus:
+        agents = self._agents()
+        schedule = self._reconciler.last_schedule
+        revisions = {r.deployment: r for r in self._store.current()}
+        return controller_pb2.ClusterStatus(
+            controller_id=self._store.controller_id,
+            version=__version__,
+            deployments=deployment_views(
+                self._reconciler.deployments(),
+                revisions,
+                agents,
+                schedule.plan if schedule else None,
+            ),
+            nodes=self._nodes(),
+            agents=agents,
+            models=self._models(),
+            events=[
+                event_view(e) for e in self._store.events(limit=request.events or RECENT_EVENTS)
+            ],
+            gateway_url=self._gateway_url,
+        )
+
+    @unary
+    async def ListNodes(
+        self, request: controller_pb2.ListNodesRequest, context: Ctx
+    ) -> controller_pb2.ListNodesResponse:
+        return controller_pb2.ListNodesResponse(nodes=self._nodes())
+
+    @unary
+    async def ListAgents(
+        self, request: controller_pb2.ListAgentsRequest, context: Ctx
+    ) -> controller_pb2.ListAgentsResponse:
+        return controller_pb2.ListAgentsResponse(agents=self._agents())
+
+    @unary
+    async def ListModels(
+        self, request: controller_pb2.ListModelsRequest, context: Ctx
+    ) -> controller_pb2.ListModelsResponse:
+        return controller_pb2.ListModelsResponse(models=self._models())
+
+    @streaming
+    async def WatchEvents(
+        self, request: controller_pb2.WatchEventsRequest, context: Ctx
+    ) -> AsyncIterator[controller_pb2.Event]:
+        if not request.follow:
+            rows = self._store.events(
+                after_id=request.after_id,
+                limit=request.limit or None,
+                object=request.object or None,
+            )
+            for row in rows:
+                yield event_view(row)
+            return
+        after = request.after_id
+        if request.limit:
+            recent = self._store.events(
+                after_id=after, limit=request.limit, object=request.object or None
+            )
+            after = recent[0].id - 1 if recent else after
+        async for row in self._events.follow(after, request.object):
+            yield event_view(row)
+
+    # -- talking to agents -----------------------------------------------------------
+
+    @streaming
+    async def Chat(
+        self, request: controller_pb2.ChatRequest, context: Ctx
+    ) -> AsyncIterator[node_pb2.InvokeAgentChunk]:
+        deployments = self._reconciler.deployments()
+        agents = {a.name for d in deployments for a in d.agents}
+        if request.agent not in agents:
+            known = ", ".join(sorted(agents)) or "none"
+            raise ApiError(
+                grpc.StatusCode.NOT_FOUND, f"no agent named `{request.agent}`; agents: {known}"
+            )
+        remaining = context.time_remaining()
+        invoke = node_pb2.InvokeAgentRequest(
+            agent=request.agent, messages=request.messages, options=request.options
+        )
+        async for chunk in self._router.invoke_agent(
+            invoke, CHAT_TIMEOUT_S if remaining is None else remaining
+        ):
+            yield chunk

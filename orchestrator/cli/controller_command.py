@@ -1,0 +1,128 @@
+"""`edgectl controller`: run the controller in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from edgefleet_common.logs import configure_logging
+from orchestrator.cli.console import Consoles
+from orchestrator.config import (
+    DEFAULT_CONTROLLER_ADDRESS,
+    DEFAULT_GATEWAY_ADDRESS,
+    ControllerConfig,
+    state_dir,
+)
+from orchestrator.controller import Controller
+from orchestrator.errors import EdgeFleetError
+
+log = logging.getLogger("orchestrator")
+
+
+def node_option(text: str) -> tuple[str, str]:
+    """`ID=HOST:PORT` → (id, address)."""
+    node_id, sep, address = text.partition("=")
+    if not sep or not node_id or ":" not in address:
+        raise argparse.ArgumentTypeError(f"`{text}`: a static node is ID=HOST:PORT")
+    return node_id, address
+
+
+def add_controller_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by `controller` and `up`."""
+    parser.add_argument(
+        "--data-dir", type=Path, help=f"state folder (default {state_dir() / 'controller'})"
+    )
+    parser.add_argument(
+        "--listen",
+        default=DEFAULT_CONTROLLER_ADDRESS,
+        metavar="HOST:PORT",
+        help=f"controller API address (default {DEFAULT_CONTROLLER_ADDRESS})",
+    )
+    parser.add_argument(
+        "--gateway-listen",
+        default=DEFAULT_GATEWAY_ADDRESS,
+        metavar="HOST:PORT|off",
+        help=f"OpenAI-compatible gateway address (default {DEFAULT_GATEWAY_ADDRESS})",
+    )
+    parser.add_argument(
+        "--node",
+        action="append",
+        type=node_option,
+        default=[],
+        metavar="ID=HOST:PORT",
+        help="a node at a static address (repeatable; for networks without multicast)",
+    )
+    parser.add_argument(
+        "--mdns",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="find nodes over mDNS (default on)",
+    )
+    parser.add_argument(
+        "--mdns-interface",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="browse only on this interface address (repeatable; default: all)",
+    )
+    parser.add_argument("--cluster", default="default", help="cluster name (default: default)")
+    parser.add_argument("--local-node", default="local", help="node id single-device runs on")
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
+    parser.add_argument("--log-format", default="text", choices=("text", "json"))
+
+
+def register(commands: Any) -> None:
+    """Add the `controller` command."""
+    parser = commands.add_parser(
+        "controller",
+        help="run the controller",
+        description="Run the controller: store, node discovery, reconciler, API and gateway.",
+    )
+    add_controller_options(parser)
+    parser.set_defaults(run=run)
+
+
+def config_from(args: argparse.Namespace, data_dir: Path | None = None) -> ControllerConfig:
+    """The controller's configuration from the command line."""
+    gateway = None if args.gateway_listen == "off" else args.gateway_listen
+    return ControllerConfig(
+        data_dir=data_dir or args.data_dir or state_dir() / "controller",
+        listen=args.listen,
+        gateway_listen=gateway,
+        local_node=args.local_node,
+        static_nodes=dict(args.node),
+        mdns=args.mdns,
+        mdns_interfaces=tuple(args.mdns_interface),
+        cluster=args.cluster,
+    )
+
+
+async def serve(config: ControllerConfig) -> None:
+    """Run a controller until SIGTERM or SIGINT."""
+    controller = Controller(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await controller.start()
+        await stop.wait()
+        log.info("stopping on signal")
+    finally:
+        await controller.close()
+
+
+def run(args: argparse.Namespace, consoles: Consoles) -> int:
+    """`edgectl controller`."""
+    configure_logging(args.log_level, args.log_format)
+    try:
+        asyncio.run(serve(config_from(args)))
+    except OSError as exc:
+        raise EdgeFleetError(str(exc)) from exc
+    return 0

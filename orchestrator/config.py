@@ -1,0 +1,40 @@
+"""How a controller is started: addresses, data folder, discovery, the local node."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.manifest import LOCAL_NODE
+
+DEFAULT_CONTROLLER_ADDRESS = "127.0.0.1:7440"
+DEFAULT_GATEWAY_ADDRESS = "127.0.0.1:7480"
+CONTROLLER_ENV = "EDGEFLEET_CONTROLLER"
+
+
+def state_dir() -> Path:
+    """Where EdgeFleet keeps state: `$XDG_STATE_HOME/edgefleet` or `/var/lib/edgefleet` as root."""
+    if os.geteuid() == 0 and not os.environ.get("XDG_STATE_HOME"):
+        return Path("/var/lib/edgefleet")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "edgefleet"
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerConfig:
+    """Everything a controller needs to start."""
+
+    data_dir: Path = field(default_factory=lambda: state_dir() / "controller")
+    listen: str = DEFAULT_CONTROLLER_ADDRESS
+    gateway_listen: str | None = DEFAULT_GATEWAY_ADDRESS
+    """None: no gateway."""
+    local_node: str = LOCAL_NODE
+    """The node single-device deployments run on (the one on this box)."""
+    static_nodes: Mapping[str, str] = field(default_factory=dict)
+    """Node id → HOST:PORT, for networks without multicast."""
+    mdns: bool = True
+    mdns_interfaces: tuple[str, ...] = ()
+    """Interface addresses to browse on; empty: every interface."""
+    cluster: str = "default"

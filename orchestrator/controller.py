@@ -1,0 +1,133 @@
+"""The controller: store, fleet, discovery, reconciler and APIs wired together."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from edgefleet.v1 import controller_pb2_grpc
+from edgefleet_common.grpc_transport import client_options, server_options
+from edgefleet_common.version import __version__
+from orchestrator.api import ControllerService
+from orchestrator.config import ControllerConfig
+from orchestrator.discovery import MdnsDiscovery
+from orchestrator.events import EventLog
+from orchestrator.fleet.fleet import Fleet
+from orchestrator.reconciler import Reconciler
+from orchestrator.routing.router import Router
+from orchestrator.store import Store
+
+log = logging.getLogger(__name__)
+
+STORE_FILE = "controller.db"
+SHUTDOWN_GRACE_S = 3.0
+
+
+def insecure_channel(address: str) -> Any:
+    """A plain gRPC channel to a node, with the keepalive that detects partitions."""
+    return grpc.aio.insecure_channel(address, options=client_options())
+
+
+class Controller:
+    """One running controller."""
+
+    def __init__(self, config: ControllerConfig) -> None:
+        self.config = config
+        self.port = 0
+        self.store: Store | None = None
+        self._server: Any = None
+        self._health = health.aio.HealthServicer()
+        self._discovery: MdnsDiscovery | None = None
+        self._fleet: Fleet | None = None
+        self._reconciler: Reconciler | None = None
+
+    @property
+    def fleet(self) -> Fleet:
+        """The nodes (after start)."""
+        assert self._fleet is not None, "the controller has not started"
+        return self._fleet
+
+    @property
+    def reconciler(self) -> Reconciler:
+        """The control loop (after start)."""
+        assert self._reconciler is not None, "the controller has not started"
+        return self._reconciler
+
+    async def start(self) -> None:
+        """Open the store, serve the API, find nodes and start reconciling."""
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        store = self.store = Store.open(config.data_dir / STORE_FILE)
+        events = EventLog(store)
+        reconciler_ref: list[Reconciler] = []
+        fleet = self._fleet = Fleet(
+            controller_id=store.controller_id,
+            channel_factory=insecure_channel,
+            events=events,
+            failure_timeout=lambda: reconciler_ref[0].failure_timeout_s,
+            on_change=lambda: reconciler_ref[0].trigger(),
+        )
+        reconciler = self._reconciler = Reconciler(
+            store, fleet, events, local_node=config.local_node
+        )
+        reconciler_ref.append(reconciler)
+        router = Router(fleet, lambda: reconciler.assignment)
+        server = grpc.aio.server(options=server_options())
+        controller_pb2_grpc.add_ControllerServiceServicer_to_server(
+            ControllerService(store, fleet, reconciler, events, router), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        self.port = server.add_insecure_port(config.listen)
+        if not self.port:
+            store.close()
+            raise OSError(
+                f"cannot listen on {config.listen}: the address is in use (is another "
+                "controller running?) or not local"
+            )
+        await server.start()
+        self._server = server
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        for node_id, address in sorted(config.static_nodes.items()):
+            await fleet.add(node_id, address, "static")
+        if config.mdns:
+            self._discovery = MdnsDiscovery(
+                fleet, events, cluster=config.cluster, interfaces=config.mdns_interfaces or None
+            )
+            self._discovery.start()
+        reconciler.start()
+        reconciler.trigger()
+        events.record(
+            "info",
+            "ControllerStarted",
+            "controller",
+            f"controller {__version__} serving at {self.address}; data in {config.data_dir}",
+        )
+
+    @property
+    def address(self) -> str:
+        """HOST:PORT the API listens on."""
+        host = self.config.listen.rpartition(":")[0]
+        return f"{host}:{self.port}"
+
+    async def wait(self) -> None:
+        """Until the API server stops."""
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def close(self) -> None:
+        """Stop discovery, reconciling and serving; close the store."""
+        if self._discovery is not None:
+            await self._discovery.close()
+        if self._reconciler is not None:
+            await self._reconciler.close()
+        await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(SHUTDOWN_GRACE_S)
+        if self._fleet is not None:
+            await self._fleet.close()
+        if self.store is not None:
+            self.store.close()
+        log.info("controller stopped")

@@ -1,0 +1,1 @@
+"""The nodes the controller knows: their connections, health and reported state."""

@@ -1,0 +1,194 @@
+"""Every node the controller knows, its health transitions, and views for the scheduler."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from edgefleet.v1 import common_pb2
+from orchestrator.events import EventLog
+from orchestrator.fleet.health import Health
+from orchestrator.fleet.node_link import ChannelFactory, NodeLink
+from orchestrator.fleet.status_events import status_events
+from orchestrator.scheduler.model import NodeState, NodeView
+
+log = logging.getLogger(__name__)
+
+HEALTH_TICK_S = 0.1
+"""How often silence is checked: bounds how late `not-ready` is seen after the timeout."""
+
+
+class Fleet:
+    """The node links, their health, and a snapshot of the fleet for scheduling."""
+
+    def __init__(
+        self,
+        *,
+        controller_id: str,
+        channel_factory: ChannelFactory,
+        events: EventLog,
+        failure_timeout: Callable[[], float],
+        on_change: Callable[[], None],
+    ) -> None:
+        """`on_change` runs when something scheduling depends on changed (health, states)."""
+        self._controller_id = controller_id
+        self._channel_factory = channel_factory
+        self._events = events
+        self._failure_timeout = failure_timeout
+        self._on_change = on_change
+        self._links: dict[str, NodeLink] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self.version = 0
+        """Counts changes of anything a reader of the fleet may care about (states, load)."""
+
+    # -- membership ------------------------------------------------------------------
+
+    async def add(self, node_id: str, address: str, discovered_by: str) -> NodeLink:
+        """Know a node at an address (a new one is connected; a known one may move)."""
+        link = self._links.get(node_id)
+        if link is not None:
+            if link.address != address and _may_move(link, discovered_by):
+                link.discovered_by = discovered_by
+                await link.move(address)
+            return link
+        link = NodeLink(
+            node_id,
+            address,
+            discovered_by,
+            controller_id=self._controller_id,
+            channel_factory=self._channel_factory,
+            on_status=self._status,
+            on_stream=self._stream_broke,
+        )
+        self._links[node_id] = link
+        link.start()
+        self._events.record(
+            "info",
+            "NodeDiscovered",
+            f"node/{node_id}",
+            f"{node_id} found at {address} ({discovered_by})",
+            node_id=node_id,
+        )
+        if self._ticker is None:
+            self._ticker = asyncio.create_task(self._tick(), name="fleet health")
+        return link
+
+    def get(self, node_id: str) -> NodeLink | None:
+        """The link of a node, if known."""
+        return self._links.get(node_id)
+
+    def links(self) -> list[NodeLink]:
+        """Every known node, by id."""
+        return [self._links[k] for k in sorted(self._links)]
+
+    async def close(self) -> None:
+        """Close every link."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        await asyncio.gather(*(link.close() for link in self._links.values()))
+
+    # -- health ----------------------------------------------------------------------
+
+    def _status(self, link: NodeLink, changed: bool) -> None:
+        self.version += 1
+        self._evaluate(link)
+        if changed and link.status is not None:
+            for event in status_events(link.node_id, link.reported, link.status):
+                self._events.record(
+                    event.severity, event.reason, event.obj, event.message, node_id=link.node_id
+                )
+            link.reported = link.status
+            self._on_change()
+
+    def _stream_broke(self, link: NodeLink, reason: str) -> None:
+        self.version += 1
+        self._evaluate(link)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_TICK_S)
+            for link in list(self._links.values()):
+                self._evaluate(link)
+
+    def _evaluate(self, link: NodeLink) -> None:
+        health = link.assess(time.monotonic(), self._failure_timeout())
+        if health == link.health:
+            return
+        before, link.health, link.health_since = link.health, health, time.time()
+        self.version += 1
+        self._record_transition(link, before, health)
+        self._on_change()
+
+    def _record_transition(self, link: NodeLink, before: Health, after: Health) -> None:
+        obj, node = f"node/{link.node_id}", link.node_id
+        if after == "ready":
+            verb = "is back" if link.was_ready else "is ready"
+            link.was_ready = True
+            self._events.record(
+                "info", "NodeReady", obj, f"{node} {verb} at {link.address}", node_id=node
+            )
+        elif after == "suspect":
+            self._events.record(
+                "warning",
+                "NodeSuspect",
+                obj,
+                f"{node} status stream broke ({link.reason}); not-ready if silent for "
+                f"{self._failure_timeout():g}s",
+                node_id=node,
+            )
+        elif link.last_heard is not None:
+            silent = time.monotonic() - link.last_heard
+            self._events.record(
+                "error",
+                "NodeNotReady",
+                obj,
+                f"{node} unreachable: no status for {silent:.1f}s ({link.reason})",
+                node_id=node,
+            )
+
+    # -- views -----------------------------------------------------------------------
+
+    def views(self) -> list[NodeView]:
+        """Every node that has reported at least once, as the scheduler sees it.
+
+        A node known only by address (static, or proposed by mDNS) but never heard
+        from is left out: the scheduler keeps its pinned work waiting for it rather
+        than failing it over before it ever had a chance to connect.
+        """
+        return [_view(link) for link in self.links() if link.status is not None]
+
+
+def _may_move(link: NodeLink, discovered_by: str) -> bool:
+    # A static address (operator's word) is not overridden by what mDNS proposes.
+    return not (link.discovered_by in ("static", "manifest") and discovered_by == "mdns")
+
+
+def _view(link: NodeLink) -> NodeView:
+    status = link.status
+    state: NodeState = link.health
+    memory = status.capacity.memory_total_bytes if status is not None else 0
+    if status is None:
+        return NodeView(id=link.node_id, state=state, labels=dict(link.labels))
+    if link.desired is not None and status.generation != link.desired.generation:
+        # What a node runs under another generation (e.g. state it restored after a
+        # restart) says nothing about whether it runs what it was assigned now.
+        return NodeView(
+            id=link.node_id, state=state, memory_total_bytes=memory, labels=dict(link.labels)
+        )
+    return NodeView(
+        id=link.node_id,
+        state=state,
+        memory_total_bytes=memory,
+        labels=dict(link.labels),
+        ready_models=frozenset(
+            m.alias for m in status.models if m.state == common_pb2.MODEL_STATE_READY
+        ),
+        ready_agents=frozenset(
+            a.name for a in status.agents if a.state == common_pb2.AGENT_STATE_READY
+        ),
+    )

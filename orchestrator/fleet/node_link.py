@@ -1,0 +1,248 @@
+"""The controller's connection to one node: its status stream, its health, and pushes.
+
+A link keeps one status stream open (reconnecting with a short backoff), so it
+always holds the node's latest whole status. It pushes the node's desired state
+whenever the node reports a different generation, retrying with backoff; a
+node never receives the same generation twice with different content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from edgefleet.v1 import node_pb2, node_pb2_grpc
+from node_agent.desired import NodeDesired
+from node_agent.wire import desired_to_proto
+from orchestrator.fleet.health import Health, HealthInputs, assess
+
+log = logging.getLogger(__name__)
+
+ChannelFactory = Callable[[str], Any]
+"""Opens a grpc.aio channel to HOST:PORT (insecure, or with the cluster's TLS)."""
+
+RECONNECT_MIN_S = 0.2
+RECONNECT_MAX_S = 2.0
+PUSH_TIMEOUT_S = 10.0
+PUSH_RETRY_MAX_S = 10.0
+INFO_TIMEOUT_S = 5.0
+
+
+class NodeLink:
+    """One node as the controller sees it, and the channel to it."""
+
+    def __init__(
+        self,
+        node_id: str,
+        address: str,
+        discovered_by: str,
+        *,
+        controller_id: str,
+        channel_factory: ChannelFactory,
+        on_status: Callable[[NodeLink, bool], None],
+        on_stream: Callable[[NodeLink, str], None],
+    ) -> None:
+        """`on_status(link, changed)` runs on every status (changed: more than a heartbeat);
+        `on_stream(link, reason)` when the stream breaks or cannot be opened."""
+        self.node_id = node_id
+        self.address = address
+        self.discovered_by = discovered_by
+        self.labels: dict[str, str] = {}
+        self.health: Health = "not-ready"
+        self.health_since = time.time()
+        self.was_ready = False
+        """Whether the node has been ready before (to tell "ready" from "back")."""
+        self.reason = "not connected yet"
+        self.connected = False
+        self.last_heard: float | None = None
+        """Monotonic time of the last status message."""
+        self.last_heard_wall: float | None = None
+        self.status: node_pb2.NodeStatus | None = None
+        self.reported: node_pb2.NodeStatus | None = None
+        """The last status the fleet turned into events (to see what changed since)."""
+        self.info: node_pb2.NodeInfo | None = None
+        self.desired: NodeDesired | None = None
+        """What the node should run (with its generation); None: nothing assigned."""
+        self.push_error = ""
+        self._controller_id = controller_id
+        self._channel_factory = channel_factory
+        self._on_status = on_status
+        self._on_stream = on_stream
+        self._channel: Any = None
+        self._stub: Any = None
+        self._push_wanted = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    # -- what the node reports -------------------------------------------------------
+
+    @property
+    def observed_generation(self) -> int:
+        """The generation the node last reported running (0 before any status)."""
+        return self.status.generation if self.status is not None else 0
+
+    def assess(self, now: float, failure_timeout: float) -> Health:
+        """The node's health right now."""
+        return assess(HealthInputs(self.connected, self.last_heard, now, failure_timeout))
+
+    @property
+    def stub(self) -> Any:
+        """The node API stub on the current channel (None before the first connect)."""
+        return self._stub
+
+    # -- life cycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the status stream and start pushing."""
+        self._tasks = [
+            asyncio.create_task(self._watch(), name=f"watch {self.node_id}"),
+            asyncio.create_task(self._push_loop(), name=f"push {self.node_id}"),
+        ]
+
+    async def move(self, address: str) -> None:
+        """The node is now found at another address: reconnect there."""
+        if address == self.address:
+            return
+        log.info("node moved", extra={"node": self.node_id, "from": self.address, "to": address})
+        self.address = address
+        await self._close_channel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.connected = False
+        if not self._closed:
+            self.start()
+
+    async def close(self) -> None:
+        """Stop watching and pushing; close the channel."""
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._close_channel()
+
+    async def _close_channel(self) -> None:
+        channel, self._channel, self._stub = self._channel, None, None
+        if channel is not None:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+    # -- the status stream -----------------------------------------------------------
+
+    async def _watch(self) -> None:
+        backoff = RECONNECT_MIN_S
+        while not self._closed:
+            heard_before = self.last_heard
+            reason = await self._stream_once()
+            self.connected = False
+            self.reason = reason
+            self._on_stream(self, reason)
+            if self._closed:
+                return
+            # A stream that delivered something was healthy: reconnect at once; repeated
+            # failures to connect back off up to a couple of seconds.
+            backoff = (
+                RECONNECT_MIN_S
+                if self.last_heard != heard_before
+                else min(backoff * 2, RECONNECT_MAX_S)
+            )
+            await asyncio.sleep(backoff)
+
+    async def _stream_once(self) -> str:
+        """Open the stream and follow it until it breaks; returns why it broke."""
+        if self._channel is None:
+            self._channel = self._channel_factory(self.address)
+            self._stub = node_pb2_grpc.NodeServiceStub(self._channel)
+        try:
+            info = await self._stub.GetInfo(node_pb2.GetInfoRequest(), timeout=INFO_TIMEOUT_S)
+            if info.node_id != self.node_id:
+                return (
+                    f"{self.address} answers as node `{info.node_id}`, not `{self.node_id}`; "
+                    "it gets no work until this is resolved"
+                )
+            self.info = info
+            self.labels = dict(info.labels)
+            stream = self._stub.WatchStatus(
+                node_pb2.WatchStatusRequest(controller_id=self._controller_id)
+            )
+            async for status in stream:
+                self._receive(status)
+        except grpc.aio.AioRpcError as exc:
+            return _describe(exc)
+        return "the node ended its status stream"
+
+    def _receive(self, status: node_pb2.NodeStatus) -> None:
+        previous = self.status
+        first = not self.connected
+        self.connected = True
+        self.last_heard = time.monotonic()
+        self.last_heard_wall = time.time()
+        self.status = status
+        changed = first or previous is None or _essence(previous) != _essence(status)
+        if first or (self.desired is not None and status.generation != self.desired.generation):
+            self._push_wanted.set()
+        self._on_status(self, changed)
+
+    # -- pushing the desired state ---------------------------------------------------
+
+    def want(self, desired: NodeDesired | None) -> None:
+        """Make `desired` the state to push (pushed when it differs from the node's)."""
+        self.desired = desired
+        self._push_wanted.set()
+
+    async def _push_loop(self) -> None:
+        backoff = 0.5
+        while not self._closed:
+            await self._push_wanted.wait()
+            self._push_wanted.clear()
+            desired = self.desired
+            if desired is None or not self.connected or self._stub is None:
+                continue
+            if self.observed_generation == desired.generation:
+                continue
+            try:
+                await self._stub.ApplyState(desired_to_proto(desired), timeout=PUSH_TIMEOUT_S)
+            except grpc.aio.AioRpcError as exc:
+                self.push_error = _describe(exc)
+                log.warning(
+                    "pushing desired state failed",
+                    extra={
+                        "node": self.node_id,
+                        "generation": desired.generation,
+                        "error": self.push_error,
+                    },
+                )
+                if exc.code() in (
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                ):
+                    # Retrying the same request cannot help; the reconciler decides
+                    # (a newer generation, or a fixed state).
+                    self._on_status(self, True)
+                    continue
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, PUSH_RETRY_MAX_S)
+                self._push_wanted.set()
+                continue
+            backoff = 0.5
+            self.push_error = ""
+
+
+def _essence(status: node_pb2.NodeStatus) -> tuple[object, ...]:
+    """What in a status matters to scheduling and routing (not load figures or time)."""
+    return (
+        status.generation,
+        tuple((m.alias, m.state, m.reason) for m in status.models),
+        tuple((a.name, a.state, a.reason) for a in status.agents),
+    )
+
+
+def _describe(error: grpc.aio.AioRpcError) -> str:
+    details = error.details() or ""
+    return f"{error.code().name.lower()}: {details}" if details else error.code().name.lower()

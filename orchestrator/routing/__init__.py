@@ -1,0 +1,1 @@
+"""Request routing: which replica serves a request, and what the router learned of each."""

@@ -1,0 +1,29 @@
+"""The controller's state store: one SQLite file in its data folder.
+
+It keeps every applied manifest revision, the deployments, the known nodes,
+what each node should run (numbered by generation), settings and the event
+log. Each call is one transaction, so a killed controller restarts consistent.
+"""
+
+from orchestrator.store.assignment import NodeAssignment
+from orchestrator.store.database import SCHEMA_VERSION, StoreError, Synchronous
+from orchestrator.store.events import DEFAULT_MAX_EVENTS, EventRow, Severity
+from orchestrator.store.nodes import DiscoveredBy, NodeRow
+from orchestrator.store.revisions import DeploymentRow, Revision
+from orchestrator.store.store import DEFAULT_CLUSTER_NAME, Store
+
+__all__ = [
+    "DEFAULT_CLUSTER_NAME",
+    "DEFAULT_MAX_EVENTS",
+    "SCHEMA_VERSION",
+    "DeploymentRow",
+    "DiscoveredBy",
+    "EventRow",
+    "NodeAssignment",
+    "NodeRow",
+    "Revision",
+    "Severity",
+    "Store",
+    "StoreError",
+    "Synchronous",
+]

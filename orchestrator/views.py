@@ -1,0 +1,286 @@
+"""The controller's answers to "what is running where": node, agent, model and deployment views.
+
+A replica's state joins what the controller assigned with what the node
+reports: assigned and reported → the node's word; assigned, not (yet)
+reported → pending; reported but no longer assigned → superseded (fenced off
+by a newer generation, stopping once the node hears of it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+from edgefleet.v1 import common_pb2, controller_pb2
+from node_agent.desired import NodeDesired
+from node_agent.wire import timestamp
+from orchestrator.fleet.fleet import Fleet
+from orchestrator.fleet.node_link import NodeLink
+from orchestrator.manifest.desired import DesiredState
+from orchestrator.scheduler.model import Plan
+from orchestrator.store import Revision
+
+NODE_STATES: Mapping[str, common_pb2.NodeState] = {
+    "ready": common_pb2.NODE_STATE_READY,
+    "suspect": common_pb2.NODE_STATE_SUSPECT,
+    "not-ready": common_pb2.NODE_STATE_NOT_READY,
+    "untrusted": common_pb2.NODE_STATE_UNTRUSTED,
+    "draining": common_pb2.NODE_STATE_DRAINING,
+}
+
+
+class RouteStats(Protocol):
+    """What the request router knows of one replica (in flight, latency, circuit)."""
+
+    in_flight: int
+    latency_ewma_ms: float
+    circuit: str
+
+
+RouteLookup = Callable[[str, str], RouteStats | None]
+"""(target name, node id) → the router's figures for that replica, if it has any."""
+
+
+def node_view(link: NodeLink, assigned: NodeDesired | None) -> controller_pb2.NodeView:
+    """One node: health, address, generations, and what it reports running."""
+    view = controller_pb2.NodeView(
+        id=link.node_id,
+        state=NODE_STATES[link.health],
+        reason="" if link.health == "ready" else link.reason,
+        address=link.address,
+        state_since=timestamp(link.health_since),
+        generation=assigned.generation if assigned else 0,
+        observed_generation=link.observed_generation,
+        labels=link.labels,
+        discovered_by=link.discovered_by,
+    )
+    if link.info is not None:
+        view.version = link.info.version
+    if link.last_heard_wall is not None:
+        view.last_heartbeat.CopyFrom(timestamp(link.last_heard_wall))
+    if link.push_error and link.health == "ready":
+        view.reason = f"cannot apply its desired state: {link.push_error}"
+    status = link.status
+    if status is not None:
+        view.capacity.CopyFrom(status.capacity)
+        view.load.CopyFrom(status.load)
+        view.models.extend(status.models)
+        view.agents.extend(status.agents)
+    return view
+
+
+def _agent_replicas(
+    name: str,
+    fleet: Fleet,
+    assignment: Mapping[str, NodeDesired],
+    preferred: Sequence[str],
+    routes: RouteLookup,
+) -> list[controller_pb2.ReplicaView]:
+    assigned = {node for node, d in assignment.items() if any(a.name == name for a in d.agents)}
+    reported: dict[str, common_pb2.AgentStatus] = {}
+    for link in fleet.links():
+        if link.status is not None:
+            for agent in link.status.agents:
+                if agent.name == name:
+                    reported[link.node_id] = agent
+    replicas = []
+    for node in sorted(assigned | set(reported)):
+        found = fleet.get(node)
+        status = reported.get(node)
+        replica = controller_pb2.ReplicaView(node_id=node, preferred=node in preferred)
+        if node not in assigned:
+            replica.state = common_pb2.AGENT_STATE_SUPERSEDED
+            replica.reason = "moved by a newer generation; stops when the node hears of it"
+        elif found is None or found.health != "ready":
+            replica.state = status.state if status else common_pb2.AGENT_STATE_PENDING
+            replica.reason = (
+                f"node {node} is {found.health}" if found else f"node {node} not connected"
+            )
+        elif status is None:
+            replica.state = common_pb2.AGENT_STATE_PENDING
+            replica.reason = f"waiting for {node} to start it"
+        else:
+            replica.state, replica.reason = status.state, status.reason
+            replica.queue_depth = status.queue_depth
+        stats = routes(name, node)
+        if stats is not None:
+            replica.in_flight = stats.in_flight
+            replica.latency_ewma_ms = stats.latency_ewma_ms
+            replica.circuit = stats.circuit
+        elif status is not None:
+            replica.latency_ewma_ms = status.latency_ewma_ms
+            replica.circuit = "closed"
+        replicas.append(replica)
+    return replicas
+
+
+def agent_views(
+    deployments: Sequence[DesiredState],
+    fleet: Fleet,
+    assignment: Mapping[str, NodeDesired],
+    plan: Plan | None,
+    routes: RouteLookup,
+) -> list[controller_pb2.AgentView]:
+    """Every agent of the current deployments with its replicas."""
+    unplaced = {u.name: u.reason for u in plan.unplaced if u.kind == "agent"} if plan else {}
+    views = []
+    for deployment in deployments:
+        for agent in deployment.agents:
+            replicas = _agent_replicas(agent.name, fleet, assignment, agent.preferred_nodes, routes)
+            ready = sum(
+                1
+                for r in replicas
+                if r.state == common_pb2.AGENT_STATE_READY and _node_ready(fleet, r.node_id)
+            )
+            views.append(
+                controller_pb2.AgentView(
+                    name=agent.name,
+                    deployment=deployment.name,
+                    model=agent.model,
+                    tools=list(agent.tools),
+                    desired_replicas=agent.replicas,
+                    ready_replicas=ready,
+                    replicas=replicas,
+                    unplaced_reason=unplaced.get(agent.name, ""),
+                )
+            )
+    return sorted(views, key=lambda v: v.name)
+
+
+def _node_ready(fleet: Fleet, node: str) -> bool:
+    link = fleet.get(node)
+    return link is not None and link.health == "ready"
+
+
+def model_views(
+    deployments: Sequence[DesiredState],
+    fleet: Fleet,
+    assignment: Mapping[str, NodeDesired],
+    routes: RouteLookup,
+) -> list[controller_pb2.ModelView]:
+    """Every model of the current deployments with where it is loaded."""
+    owners: dict[str, list[str]] = {}
+    tasks: dict[str, list[str]] = {}
+    for deployment in deployments:
+        for model in deployment.models:
+            owners.setdefault(model.alias, []).append(deployment.name)
+            tasks.setdefault(model.alias, list(model.tasks))
+    views = []
+    for alias in sorted(owners):
+        assigned = {n for n, d in assignment.items() if any(m.alias == alias for m in d.models)}
+        replicas = []
+        for node in sorted(assigned):
+            link = fleet.get(node)
+            replica = controller_pb2.ModelReplicaView(node_id=node)
+            found = None
+            if link is not None and link.status is not None:
+                found = next((m for m in link.status.models if m.alias == alias), None)
+            if found is None:
+                replica.state = common_pb2.MODEL_STATE_PENDING
+                replica.reason = f"waiting for {node}" if link else f"node {node} not connected"
+            else:
+                replica.state, replica.reason = found.state, found.reason
+                replica.progress = found.progress
+                replica.memory_bytes = found.memory_bytes
+                replica.runtime = found.runtime
+            stats = routes(alias, node)
+            if stats is not None:
+                replica.in_flight = stats.in_flight
+                replica.latency_ewma_ms = stats.latency_ewma_ms
+                replica.circuit = stats.circuit
+            replicas.append(replica)
+        ready = sum(
+            1
+            for r in replicas
+            if r.state == common_pb2.MODEL_STATE_READY and _node_ready(fleet, r.node_id)
+        )
+        views.append(
+            controller_pb2.ModelView(
+                alias=alias,
+                deployments=owners[alias],
+                tasks=tasks[alias],
+                replicas=replicas,
+                ready_replicas=ready,
+            )
+        )
+    return views
+
+
+def revision_view(revision: Revision, *, with_manifest: bool = False) -> controller_pb2.Revision:
+    """A stored revision as the API returns it."""
+    return controller_pb2.Revision(
+        deployment=revision.deployment,
+        number=revision.number,
+        applied_at=timestamp(revision.applied_at),
+        source=revision.source,
+        manifest=revision.manifest if with_manifest else "",
+        digest=revision.digest,
+        cause=revision.cause,
+    )
+
+
+def plan_view(plan: Plan) -> controller_pb2.Plan:
+    """A plan as the API returns it."""
+    return controller_pb2.Plan(
+        steps=[
+            controller_pb2.PlanStep(
+                action=_ACTIONS[s.action],
+                node_id=s.node,
+                name=s.name,
+                reason=s.reason,
+                deployment=s.deployment,
+            )
+            for s in plan.steps
+        ],
+        unplaced=[
+            controller_pb2.Unplaced(
+                kind=u.kind,
+                name=u.name,
+                missing=u.missing,
+                reason=u.reason,
+                deployment=u.deployment,
+            )
+            for u in plan.unplaced
+        ],
+    )
+
+
+_ACTIONS: Mapping[str, controller_pb2.PlanStep.Action] = {
+    "load-model": controller_pb2.PlanStep.ACTION_LOAD_MODEL,
+    "unload-model": controller_pb2.PlanStep.ACTION_UNLOAD_MODEL,
+    "evict-model": controller_pb2.PlanStep.ACTION_EVICT_MODEL,
+    "start-agent": controller_pb2.PlanStep.ACTION_START_AGENT,
+    "stop-agent": controller_pb2.PlanStep.ACTION_STOP_AGENT,
+    "update-agent": controller_pb2.PlanStep.ACTION_UPDATE_AGENT,
+}
+
+
+def deployment_views(
+    deployments: Sequence[DesiredState],
+    revisions: Mapping[str, Revision],
+    agents: Sequence[controller_pb2.AgentView],
+    plan: Plan | None,
+) -> list[controller_pb2.DeploymentView]:
+    """Each current deployment with its revision and readiness."""
+    views = []
+    for deployment in deployments:
+        mine = [a for a in agents if a.deployment == deployment.name]
+        view = controller_pb2.DeploymentView(
+            name=deployment.name,
+            type=deployment.type,
+            agents_desired=sum(a.desired_replicas for a in mine),
+            agents_ready=sum(min(a.ready_replicas, a.desired_replicas) for a in mine),
+        )
+        revision = revisions.get(deployment.name)
+        if revision is not None:
+            view.revision.CopyFrom(revision_view(revision))
+        if plan is not None:
+            view.unplaced.extend(
+                plan_view(
+                    Plan(
+                        unplaced=tuple(u for u in plan.unplaced if u.deployment == deployment.name)
+                    )
+                ).unplaced
+            )
+        views.append(view)
+    return views

