@@ -16,6 +16,8 @@ from orchestrator.config import ControllerConfig
 from orchestrator.discovery import MdnsDiscovery
 from orchestrator.events import EventLog
 from orchestrator.fleet.fleet import Fleet
+from orchestrator.gateway.http import HttpServer
+from orchestrator.gateway.openai_api import OpenAiGateway
 from orchestrator.reconciler import Reconciler
 from orchestrator.routing.router import Router
 from orchestrator.store import Store
@@ -43,6 +45,8 @@ class Controller:
         self._discovery: MdnsDiscovery | None = None
         self._fleet: Fleet | None = None
         self._reconciler: Reconciler | None = None
+        self._gateway: HttpServer | None = None
+        self.gateway_port = 0
 
     @property
     def fleet(self) -> Fleet:
@@ -75,14 +79,18 @@ class Controller:
         )
         reconciler_ref.append(reconciler)
         router = Router(fleet, lambda: reconciler.assignment)
+        gateway_url = await self._start_gateway(router, reconciler)
         server = grpc.aio.server(options=server_options())
         controller_pb2_grpc.add_ControllerServiceServicer_to_server(
-            ControllerService(store, fleet, reconciler, events, router), server
+            ControllerService(store, fleet, reconciler, events, router, gateway_url=gateway_url),
+            server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         self.port = server.add_insecure_port(config.listen)
         if not self.port:
             store.close()
+            if self._gateway is not None:
+                await self._gateway.close()
             raise OSError(
                 f"cannot listen on {config.listen}: the address is in use (is another "
                 "controller running?) or not local"
@@ -106,6 +114,22 @@ class Controller:
             f"controller {__version__} serving at {self.address}; data in {config.data_dir}",
         )
 
+    async def _start_gateway(self, router: Router, reconciler: Reconciler) -> str:
+        """Serve the OpenAI-compatible gateway if configured; returns its base URL."""
+        listen = self.config.gateway_listen
+        if not listen:
+            return ""
+        host, _, port = listen.rpartition(":")
+        gateway = HttpServer(OpenAiGateway(router, reconciler.deployments).handle)
+        try:
+            self.gateway_port = await gateway.start(host.strip("[]"), int(port))
+        except OSError as exc:
+            if self.store is not None:
+                self.store.close()
+            raise OSError(f"cannot serve the gateway on {listen}: {exc.strerror or exc}") from exc
+        self._gateway = gateway
+        return f"http://{host}:{self.gateway_port}/v1"
+
     @property
     def address(self) -> str:
         """HOST:PORT the API listens on."""
@@ -124,6 +148,8 @@ class Controller:
         if self._reconciler is not None:
             await self._reconciler.close()
         await self._health.enter_graceful_shutdown()
+        if self._gateway is not None:
+            await self._gateway.close()
         if self._server is not None:
             await self._server.stop(SHUTDOWN_GRACE_S)
         if self._fleet is not None:

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -76,31 +77,71 @@ class Router:
         self, request: node_pb2.InvokeAgentRequest, timeout: float
     ) -> AsyncIterator[node_pb2.InvokeAgentChunk]:
         """Run an agent request on a ready replica; yields its chunks."""
-        deadline = time.monotonic() + timeout
         request.request_id = request.request_id or uuid.uuid4().hex
+
+        def call(stub: Any, candidate: Candidate, remaining: float) -> Any:
+            attempt = node_pb2.InvokeAgentRequest()
+            attempt.CopyFrom(request)
+            attempt.generation = candidate.generation
+            return stub.InvokeAgent(attempt, timeout=remaining)
+
+        async for chunk in self._route(request.agent, "agent", call, timeout):
+            yield chunk
+
+    async def proxy_model(
+        self,
+        alias: str,
+        body: bytes,
+        timeout: float,
+        request_id: str = "",
+        served_by: list[str] | None = None,
+    ) -> AsyncIterator[node_pb2.ProxyModelChunk]:
+        """Send an OpenAI chat-completions body to a node that has `alias` loaded; yields
+        the runtime's response (status and content type on the first chunk). The serving
+        node's id is appended to `served_by` before the first chunk."""
+        request = node_pb2.ProxyModelRequest(
+            model=alias, body=body, request_id=request_id or uuid.uuid4().hex
+        )
+
+        def call(stub: Any, candidate: Candidate, remaining: float) -> Any:
+            return stub.ProxyModel(request, timeout=remaining)
+
+        async for chunk in self._route(alias, "model", call, timeout, served_by):
+            yield chunk
+
+    async def _route(
+        self,
+        target: str,
+        kind: TargetKind,
+        call: Callable[[Any, Candidate, float], Any],
+        timeout: float,
+        served_by: list[str] | None = None,
+    ) -> AsyncIterator[Any]:
+        """Try the ready replicas in order until one answers; retry on another only while
+        nothing reached the caller and no tool with side effects has started."""
+        deadline = time.monotonic() + timeout
         tried: list[str] = []
         last_error = ""
-        for candidate in self.order(request.agent, "agent"):
+        what = f"agent `{target}`" if kind == "agent" else f"model `{target}`"
+        for candidate in self.order(target, kind):
             link = self._fleet.get(candidate.node_id)
             if link is None or link.stub is None:
                 continue
             tried.append(candidate.node_id)
-            attempt = node_pb2.InvokeAgentRequest()
-            attempt.CopyFrom(request)
-            attempt.generation = candidate.generation
-            stats = self._stats.setdefault((request.agent, candidate.node_id), ReplicaStats())
+            stats = self._stats.setdefault((target, candidate.node_id), ReplicaStats())
             sent_any = side_effects = False
             stats.in_flight += 1
             started = time.monotonic()
             try:
-                stream = link.stub.InvokeAgent(
-                    attempt, timeout=max(deadline - time.monotonic(), 0.001)
-                )
+                stream = call(link.stub, candidate, max(deadline - time.monotonic(), 0.001))
                 async for chunk in stream:
                     if not sent_any:
                         _observe(stats, started)
+                        if served_by is not None:
+                            served_by.append(candidate.node_id)
                     sent_any = True
-                    if chunk.HasField("tool") and chunk.tool.side_effects:
+                    tool = getattr(chunk, "tool", None)
+                    if tool is not None and chunk.HasField("tool") and tool.side_effects:
                         side_effects = True
                     yield chunk
                 return
@@ -109,28 +150,25 @@ class Router:
                 if sent_any or side_effects:
                     raise RouteError(
                         grpc.StatusCode.UNAVAILABLE,
-                        f"agent `{request.agent}` broke off on {candidate.node_id} after it had "
-                        f"started answering ({exc.details()}); the outcome is unknown, so the "
+                        f"{what} broke off on {candidate.node_id} after it had started "
+                        f"answering ({exc.details()}); the outcome is unknown, so the "
                         "request was not retried",
                     ) from exc
                 if exc.code() not in RETRIABLE:
                     raise RouteError(exc.code(), exc.details() or exc.code().name) from exc
                 log.info(
                     "retrying on another replica",
-                    extra={"target": request.agent, "failed": candidate.node_id},
+                    extra={"target": target, "failed": candidate.node_id},
                 )
             finally:
                 stats.in_flight -= 1
             if time.monotonic() >= deadline:
                 break
         if not tried:
-            raise RouteError(
-                grpc.StatusCode.UNAVAILABLE, f"no ready replica of agent `{request.agent}`"
-            )
+            raise RouteError(grpc.StatusCode.UNAVAILABLE, f"no ready replica of {what}")
         raise RouteError(
             grpc.StatusCode.UNAVAILABLE,
-            f"every replica of agent `{request.agent}` failed (tried {', '.join(tried)}; "
-            f"last: {last_error})",
+            f"every replica of {what} failed (tried {', '.join(tried)}; last: {last_error})",
         )
 
 

@@ -63,6 +63,8 @@ class ControllerProcess:
     argv: list[str]
     address: str
     process: Proc
+    gateway_url: str = ""
+    """`http://HOST:PORT/v1` when started with a gateway."""
     _runs: list[subprocess.CompletedProcess[str]] = field(default_factory=list)
 
     def edgectl(
@@ -136,15 +138,18 @@ def start_controller(
     nodes: Mapping[str, str] | None = None,
     mdns_interfaces: Sequence[str] = (),
     port: int | None = None,
+    gateway: bool = False,
     ready_timeout: float = 30.0,
 ) -> ControllerProcess:
-    """Start `edgectl controller` on loopback; mDNS only when interfaces are given."""
+    """Start `edgectl controller` on loopback; mDNS only when interfaces are given, the
+    OpenAI gateway (on another free loopback port) only when asked for."""
     address = f"127.0.0.1:{port or free_port()}"
+    gateway_address = f"127.0.0.1:{free_port()}" if gateway else "off"
     argv = [
         sys.executable, "-m", "orchestrator.cli.main", "controller",
         "--listen", address,
         "--data-dir", str(data_dir),
-        "--gateway-listen", "off",
+        "--gateway-listen", gateway_address,
         "--log-format", "json",
     ]  # fmt: skip
     for node_id, node_address in sorted((nodes or {}).items()):
@@ -166,6 +171,8 @@ def start_controller(
         start_new_session=True,
     )
     controller = ControllerProcess(data_dir, argv, address, process)
+    if gateway:
+        controller.gateway_url = f"http://{gateway_address}/v1"
     try:
         _wait_serving(controller, ready_timeout)
     except BaseException:
