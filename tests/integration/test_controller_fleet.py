@@ -9,6 +9,7 @@ through `--controller`, and killed for real where the test says so.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import SEED_MANIFESTS
+from tests.conftest import MANIFESTS, SEED_MANIFESTS
 from tests.integration.controller_process import (
     ControllerProcess,
     describe,
@@ -350,3 +351,70 @@ def test_up_runs_the_single_device_seed_until_interrupted(tmp_path: Path, catalo
         if up.poll() is None:
             up.kill_group()
         up.reap()
+
+
+# -- `edgectl apply --watch` against a real controller ----------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_apply_watch_applies_edits_refuses_broken_ones_and_prunes_removed_files(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    manifest = folder / "quickstart.yaml"
+    manifest.write_text((MANIFESTS / "quickstart.yaml").read_text())
+    ctl = start_controller(tmp_path / "controller")
+    watcher = Proc(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli.main",
+            "--controller",
+            ctl.address,
+            "apply",
+            "--watch",
+            str(folder),
+        ],  # fmt: skip
+        label="edgectl apply --watch",
+        env=environment({"COLUMNS": "200", "NO_COLOR": "1"}),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+    def revisions() -> list[int]:
+        done = ctl.edgectl("rollback", "quickstart", "--list", "-o", "json", check=False)
+        if done.returncode != 0:
+            return []
+        return [r["number"] for r in json.loads(done.stdout)["revisions"]]
+
+    try:
+        watcher.expect(r"watching .* for changes", 30)
+        wait_for("the first apply", lambda: revisions() == [1], 15, watcher.tail)
+
+        manifest.write_text(manifest.read_text().replace("concise, friendly", "brief, kind"))
+        wait_for("the edit applied", lambda: revisions() == [2, 1], 15, watcher.tail)
+
+        manifest.write_text(manifest.read_text().replace("type: single-device", "type: single"))
+        watcher.expect(r"quickstart\.yaml:\d+:\d+: error: .*type", 15)
+        time.sleep(1.0)
+        assert revisions() == [2, 1], "a broken edit changed something"
+        manifest.unlink()
+
+        def deployments() -> list[str]:
+            return [d["name"] for d in ctl.json("status")["deployments"]]
+
+        wait_for("the deployment deleted", lambda: deployments() == [], 15, watcher.tail)
+        assert revisions() == [2, 1], "the history of a deleted deployment is kept"
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        try:
+            assert watcher.wait(15) == 0, watcher.tail()
+        finally:
+            if watcher.poll() is None:
+                watcher.kill_group()
+            watcher.reap()
+            ctl.close()
