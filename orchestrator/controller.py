@@ -78,7 +78,7 @@ class Controller:
             store, fleet, events, local_node=config.local_node
         )
         reconciler_ref.append(reconciler)
-        router = Router(fleet, lambda: reconciler.assignment)
+        router = Router(fleet, lambda: reconciler.assignment, reconciler.deployments)
         gateway_url = await self._start_gateway(router, reconciler)
         server = grpc.aio.server(options=server_options())
         controller_pb2_grpc.add_ControllerServiceServicer_to_server(

@@ -32,9 +32,12 @@ NODE_STATES: Mapping[str, common_pb2.NodeState] = {
 class RouteStats(Protocol):
     """What the request router knows of one replica (in flight, latency, circuit)."""
 
-    in_flight: int
-    latency_ewma_ms: float
-    circuit: str
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def latency_ewma_ms(self) -> float: ...
+    @property
+    def circuit(self) -> str: ...
 
 
 RouteLookup = Callable[[str, str], RouteStats | None]

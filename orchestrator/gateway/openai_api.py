@@ -140,7 +140,7 @@ class OpenAiGateway:
         return Response(200, json.dumps(body).encode(), list(JSON))
 
     def _model_entry(self, name: str, kind: str, deployment: str, now: int) -> dict[str, Any]:
-        ready = len(self._router.order(name, "agent" if kind == "agent" else "model"))
+        ready = len(self._router.ready(name, "agent" if kind == "agent" else "model"))
         return {
             "id": name,
             "object": "model",
@@ -239,7 +239,7 @@ class OpenAiGateway:
             )
         # Prefer a model with a ready replica, then the primary, then the alias.
         matching.sort(
-            key=lambda m: (not self._router.order(m.alias, "model"), m.role != "primary", m.alias)
+            key=lambda m: (not self._router.ready(m.alias, "model"), m.role != "primary", m.alias)
         )
         return matching[0].alias, "model"
 
@@ -253,6 +253,7 @@ class OpenAiGateway:
             REQUEST_TIMEOUT_S,
             request_id=request.headers.get("x-request-id", ""),
             served_by=served,
+            user=body["user"] if isinstance(body.get("user"), str) else "",
         )
         first = await _first(chunks)
         if first is None:

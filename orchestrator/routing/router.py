@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -19,6 +18,8 @@ import grpc
 from edgefleet.v1 import node_pb2
 from node_agent.desired import NodeDesired
 from orchestrator.fleet.fleet import Fleet
+from orchestrator.manifest.desired import DesiredState, Strategy
+from orchestrator.routing.balancing import Balancer, Replica, ReplicaStats
 from orchestrator.routing.replicas import Candidate, TargetKind, candidates
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,16 @@ RETRIABLE = frozenset(
 )
 
 
+CONNECTION_FAILURES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+"""Errors that count against a replica's circuit (not refusals the node sent)."""
+
+
 class RouteError(Exception):
     """No replica could serve the request; `code` is the gRPC status to answer with."""
 
@@ -42,36 +53,56 @@ class RouteError(Exception):
         self.code = code
 
 
-@dataclass(slots=True)
-class ReplicaStats:
-    """What the router measured of one replica."""
-
-    in_flight: int = 0
-    latency_ewma_ms: float = 0.0
-    circuit: str = "closed"
-
-
 class Router:
     """Picks replicas for requests and retries safely on another one."""
 
-    def __init__(self, fleet: Fleet, assignment: Callable[[], Mapping[str, NodeDesired]]) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        assignment: Callable[[], Mapping[str, NodeDesired]],
+        deployments: Callable[[], Sequence[DesiredState]] = tuple,
+        balancer: Balancer | None = None,
+    ) -> None:
         self._fleet = fleet
         self._assignment = assignment
-        self._stats: dict[tuple[str, str], ReplicaStats] = {}
+        self._deployments = deployments
+        self.balancer = balancer or Balancer()
 
     def stats(self, target: str, node: str) -> ReplicaStats | None:
         """The router's figures for one replica, if it has served anything."""
-        return self._stats.get((target, node))
+        return self.balancer.known(target, node)
 
-    def order(self, target: str, kind: TargetKind) -> list[Candidate]:
-        """Ready replicas, the least busy first."""
-        found = candidates(self._fleet, self._assignment(), target, kind)
+    def ready(self, target: str, kind: TargetKind) -> list[Candidate]:
+        """The ready replicas of a target, by node id (no side effects)."""
+        return candidates(self._fleet, self._assignment(), target, kind)
 
-        def busy(candidate: Candidate) -> tuple[int, float, str]:
-            stats = self._stats.get((target, candidate.node_id)) or ReplicaStats()
-            return (stats.in_flight, stats.latency_ewma_ms, candidate.node_id)
+    def coordination(self, target: str) -> tuple[Strategy | None, bool]:
+        """(strategy, session affinity) of the deployment that declares the target."""
+        for deployment in self._deployments():
+            names = {a.name for a in deployment.agents} | {m.alias for m in deployment.models}
+            if target in names:
+                if deployment.type != "distributed-edge":
+                    return None, False
+                return deployment.coordination.strategy, deployment.coordination.session_affinity
+        return "peak-ewma", False
 
-        return sorted(found, key=busy)
+    def order(self, target: str, kind: TargetKind, user: str = "") -> list[Candidate]:
+        """The replicas to try for one request, best first (open circuits left out)."""
+        found = {c.node_id: c for c in self.ready(target, kind)}
+        strategy, affinity = self.coordination(target)
+        replicas = [Replica(node, self._queue_depth(node, target, kind)) for node in sorted(found)]
+        chosen = self.balancer.order(target, replicas, strategy, user if affinity else "")
+        return [found[r.node_id] for r in chosen]
+
+    def _queue_depth(self, node: str, target: str, kind: TargetKind) -> int:
+        link = self._fleet.get(node)
+        if link is None or link.status is None:
+            return 0
+        items = link.status.agents if kind == "agent" else link.status.models
+        for item in items:
+            if getattr(item, "name" if kind == "agent" else "alias") == target:
+                return int(item.queue_depth)
+        return 0
 
     async def invoke_agent(
         self, request: node_pb2.InvokeAgentRequest, timeout: float
@@ -85,7 +116,8 @@ class Router:
             attempt.generation = candidate.generation
             return stub.InvokeAgent(attempt, timeout=remaining)
 
-        async for chunk in self._route(request.agent, "agent", call, timeout):
+        user = request.options.user
+        async for chunk in self._route(request.agent, "agent", call, timeout, user=user):
             yield chunk
 
     async def proxy_model(
@@ -95,6 +127,7 @@ class Router:
         timeout: float,
         request_id: str = "",
         served_by: list[str] | None = None,
+        user: str = "",
     ) -> AsyncIterator[node_pb2.ProxyModelChunk]:
         """Send an OpenAI chat-completions body to a node that has `alias` loaded; yields
         the runtime's response (status and content type on the first chunk). The serving
@@ -106,7 +139,7 @@ class Router:
         def call(stub: Any, candidate: Candidate, remaining: float) -> Any:
             return stub.ProxyModel(request, timeout=remaining)
 
-        async for chunk in self._route(alias, "model", call, timeout, served_by):
+        async for chunk in self._route(alias, "model", call, timeout, served_by, user):
             yield chunk
 
     async def _route(
@@ -116,6 +149,7 @@ class Router:
         call: Callable[[Any, Candidate, float], Any],
         timeout: float,
         served_by: list[str] | None = None,
+        user: str = "",
     ) -> AsyncIterator[Any]:
         """Try the ready replicas in order until one answers; retry on another only while
         nothing reached the caller and no tool with side effects has started."""
@@ -123,20 +157,28 @@ class Router:
         tried: list[str] = []
         last_error = ""
         what = f"agent `{target}`" if kind == "agent" else f"model `{target}`"
-        for candidate in self.order(target, kind):
+        balancer = self.balancer
+        balancer.request()
+        for candidate in self.order(target, kind, user):
             link = self._fleet.get(candidate.node_id)
             if link is None or link.stub is None:
                 continue
+            if tried and not balancer.may_retry():
+                raise RouteError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"{what} failed on {', '.join(tried)} ({last_error}) and the retry budget "
+                    "is spent (too many failures across requests); not retried",
+                )
             tried.append(candidate.node_id)
-            stats = self._stats.setdefault((target, candidate.node_id), ReplicaStats())
             sent_any = side_effects = False
-            stats.in_flight += 1
+            balancer.started(target, candidate.node_id)
             started = time.monotonic()
             try:
                 stream = call(link.stub, candidate, max(deadline - time.monotonic(), 0.001))
                 async for chunk in stream:
                     if not sent_any:
-                        _observe(stats, started)
+                        latency = (time.monotonic() - started) * 1000
+                        balancer.first_byte(target, candidate.node_id, latency)
                         if served_by is not None:
                             served_by.append(candidate.node_id)
                     sent_any = True
@@ -147,6 +189,8 @@ class Router:
                 return
             except grpc.aio.AioRpcError as exc:
                 last_error = f"{candidate.node_id}: {exc.details() or exc.code().name}"
+                if exc.code() in CONNECTION_FAILURES:
+                    balancer.failed(target, candidate.node_id)
                 if sent_any or side_effects:
                     raise RouteError(
                         grpc.StatusCode.UNAVAILABLE,
@@ -161,7 +205,7 @@ class Router:
                     extra={"target": target, "failed": candidate.node_id},
                 )
             finally:
-                stats.in_flight -= 1
+                balancer.finished(target, candidate.node_id)
             if time.monotonic() >= deadline:
                 break
         if not tried:
@@ -170,10 +214,3 @@ class Router:
             grpc.StatusCode.UNAVAILABLE,
             f"every replica of {what} failed (tried {', '.join(tried)}; last: {last_error})",
         )
-
-
-def _observe(stats: ReplicaStats, started: float) -> None:
-    sample = (time.monotonic() - started) * 1000
-    stats.latency_ewma_ms = (
-        sample if not stats.latency_ewma_ms else stats.latency_ewma_ms * 0.7 + sample * 0.3
-    )

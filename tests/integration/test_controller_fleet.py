@@ -375,7 +375,7 @@ def test_apply_watch_applies_edits_refuses_broken_ones_and_prunes_removed_files(
             "apply",
             "--watch",
             str(folder),
-        ],  # fmt: skip
+        ],
         label="edgectl apply --watch",
         env=environment({"COLUMNS": "200", "NO_COLOR": "1"}),
         stdin=subprocess.DEVNULL,

@@ -168,3 +168,68 @@ def test_gateway_paths_answer_404_and_405(tmp_path: Path) -> None:
         assert httpx.get(f"{base}/models", timeout=10).json() == {"object": "list", "data": []}
     finally:
         ctl.close()
+
+
+PAIR = """\
+deployment:
+  type: distributed-edge
+  name: pair
+  models:
+    - alias: smollm2-135m
+      runtime: llama.cpp
+  agents:
+    - name: assistant
+      model: smollm2-135m
+      replicas: 2
+      tools: [time]
+  nodes:
+    - id: edge-1
+      models: [smollm2-135m]
+      address: "{edge1}"
+    - id: edge-2
+      models: [smollm2-135m]
+      address: "{edge2}"
+  coordination:
+    load_balancing: round-robin
+    failover: automatic
+"""
+
+
+@pytest.mark.timeout(240)
+def test_requests_spread_over_replicas_and_survive_a_killed_node(tmp_path: Path) -> None:
+    require_model()
+    nodes = {i: start_node(i, tmp_path / i) for i in ("edge-1", "edge-2")}
+    ctl = start_controller(tmp_path / "controller", gateway=True)
+    try:
+        manifest = tmp_path / "pair.yaml"
+        manifest.write_text(
+            PAIR.format(edge1=nodes["edge-1"].address, edge2=nodes["edge-2"].address)
+        )
+        ctl.edgectl("apply", "-f", str(manifest), "--wait", "--timeout", "120")
+        with openai.OpenAI(
+            base_url=ctl.gateway_url, api_key="unused", max_retries=0, timeout=60
+        ) as client:
+
+            def ask() -> str:
+                raw = client.chat.completions.with_raw_response.create(
+                    model=AGENT,
+                    messages=[{"role": "user", "content": "Say yes."}],
+                    max_tokens=4,
+                    temperature=0,
+                )
+                assert raw.parse().choices[0].message.content is not None
+                return raw.headers["x-edgefleet-node"]
+
+            served = [ask() for _ in range(6)]
+            assert sorted(set(served)) == ["edge-1", "edge-2"], served
+
+            nodes["edge-2"].kill()
+            after = [ask() for _ in range(6)]
+            assert after == ["edge-1"] * 6, "every request after the kill succeeded on edge-1"
+        agents = {a["name"]: a for a in ctl.json("get", "agents")["agents"]}
+        replicas = {r["node_id"]: r for r in agents[AGENT]["replicas"]}
+        assert replicas["edge-1"]["latency_ewma_ms"] > 0
+    finally:
+        ctl.close()
+        for node in nodes.values():
+            node.close()

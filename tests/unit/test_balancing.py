@@ -1,0 +1,148 @@
+"""Replica choice: strategies, session affinity, circuit breakers and the retry budget."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from orchestrator.routing.balancing import (
+    COOL_DOWN_S,
+    FAILURES_TO_OPEN,
+    RETRY_FLOOR,
+    RETRY_RATIO,
+    Balancer,
+    Replica,
+)
+
+A, B, C = Replica("edge-a"), Replica("edge-b"), Replica("edge-c")
+TARGET = "assistant"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def nodes(replicas: list[Replica]) -> list[str]:
+    return [r.node_id for r in replicas]
+
+
+def test_round_robin_takes_each_replica_in_turn() -> None:
+    balancer = Balancer()
+    firsts = [balancer.order(TARGET, [A, B, C], "round-robin")[0].node_id for _ in range(6)]
+    assert firsts == ["edge-a", "edge-b", "edge-c"] * 2
+    # The rest of the order is every other replica, for retries.
+    assert sorted(nodes(balancer.order(TARGET, [A, B, C], "round-robin"))) == nodes([A, B, C])
+
+
+def test_least_outstanding_counts_in_flight_here_and_queued_on_the_node() -> None:
+    balancer = Balancer()
+    balancer.started(TARGET, "edge-a")
+    balancer.started(TARGET, "edge-a")
+    queued_b = Replica("edge-b", queue_depth=3)
+    assert nodes(balancer.order(TARGET, [A, queued_b, C], "least-outstanding")) == [
+        "edge-c",
+        "edge-a",
+        "edge-b",
+    ]
+    balancer.finished(TARGET, "edge-a")
+    balancer.finished(TARGET, "edge-a")
+    assert balancer.order(TARGET, [A, queued_b, C], "least-outstanding")[0].node_id == "edge-a"
+
+
+def test_peak_ewma_prefers_the_fast_replica_and_reacts_to_a_slow_sample_at_once() -> None:
+    clock = Clock()
+    balancer = Balancer(clock)
+    for _ in range(5):
+        balancer.first_byte(TARGET, "edge-a", 20.0)
+        balancer.first_byte(TARGET, "edge-b", 80.0)
+    assert nodes(balancer.order(TARGET, [A, B], "peak-ewma")) == ["edge-a", "edge-b"]
+    balancer.first_byte(TARGET, "edge-a", 400.0)  # a peak counts in full
+    assert nodes(balancer.order(TARGET, [A, B], "peak-ewma")) == ["edge-b", "edge-a"]
+    # Good samples bring it back gradually, as time passes.
+    for _ in range(20):
+        clock.now += 2.0
+        balancer.first_byte(TARGET, "edge-a", 20.0)
+        balancer.first_byte(TARGET, "edge-b", 80.0)
+    assert balancer.order(TARGET, [A, B], "peak-ewma")[0].node_id == "edge-a"
+
+
+def test_peak_ewma_weighs_latency_by_outstanding_work_and_tries_unmeasured_replicas() -> None:
+    balancer = Balancer(Clock())
+    balancer.first_byte(TARGET, "edge-a", 20.0)
+    balancer.first_byte(TARGET, "edge-b", 30.0)
+    for _ in range(3):
+        balancer.started(TARGET, "edge-a")
+    assert nodes(balancer.order(TARGET, [A, B], "peak-ewma")) == ["edge-b", "edge-a"]
+    assert balancer.order(TARGET, [A, B, C], "peak-ewma")[0].node_id == "edge-c"
+
+
+def test_without_balancing_the_first_replica_serves_and_the_others_stand_by() -> None:
+    balancer = Balancer()
+    balancer.started(TARGET, "edge-a")
+    assert nodes(balancer.order(TARGET, [A, B], None)) == ["edge-a", "edge-b"]
+
+
+def test_session_affinity_keeps_a_user_on_one_replica_and_moves_few_when_one_goes() -> None:
+    balancer = Balancer()
+    users = [f"user-{i}" for i in range(300)]
+    placed = {u: balancer.order(TARGET, [A, B, C], "round-robin", user=u)[0] for u in users}
+    again = {u: balancer.order(TARGET, [A, B, C], "round-robin", user=u)[0] for u in users}
+    assert placed == again
+    spread = Counter(r.node_id for r in placed.values())
+    assert min(spread.values()) > 60, spread  # roughly even
+    without_c = {u: balancer.order(TARGET, [A, B], "round-robin", user=u)[0] for u in users}
+    moved = [u for u in users if placed[u].node_id != without_c[u].node_id]
+    assert set(moved) == {u for u in users if placed[u].node_id == "edge-c"}
+
+
+def test_a_circuit_opens_after_consecutive_failures_and_half_opens_after_the_cool_down() -> None:
+    clock = Clock()
+    balancer = Balancer(clock)
+    for _ in range(FAILURES_TO_OPEN - 1):
+        balancer.failed(TARGET, "edge-a")
+    assert "edge-a" in nodes(balancer.order(TARGET, [A, B], "peak-ewma"))
+    balancer.failed(TARGET, "edge-a")
+    assert nodes(balancer.order(TARGET, [A, B], "peak-ewma")) == ["edge-b"]
+    stats = balancer.known(TARGET, "edge-a")
+    assert stats is not None
+    assert stats.circuit == "open"
+
+    clock.now += COOL_DOWN_S
+    # Half-open: exactly one trial request goes to it, first.
+    assert nodes(balancer.order(TARGET, [A, B], "peak-ewma")) == ["edge-a", "edge-b"]
+    assert nodes(balancer.order(TARGET, [A, B], "peak-ewma")) == ["edge-b"]
+    balancer.failed(TARGET, "edge-a")  # the trial failed: open again
+    assert nodes(balancer.order(TARGET, [A, B], "peak-ewma")) == ["edge-b"]
+
+    clock.now += COOL_DOWN_S
+    assert balancer.order(TARGET, [A, B], "peak-ewma")[0].node_id == "edge-a"
+    balancer.first_byte(TARGET, "edge-a", 10.0)  # the trial answered: closed
+    stats = balancer.known(TARGET, "edge-a")
+    assert stats is not None
+    assert stats.circuit == "closed"
+    assert "edge-a" in nodes(balancer.order(TARGET, [A, B], "peak-ewma"))
+
+
+def test_a_success_resets_the_failure_count() -> None:
+    balancer = Balancer(Clock())
+    for _ in range(FAILURES_TO_OPEN - 1):
+        balancer.failed(TARGET, "edge-a")
+    balancer.first_byte(TARGET, "edge-a", 10.0)
+    balancer.failed(TARGET, "edge-a")
+    assert "edge-a" in nodes(balancer.order(TARGET, [A], "peak-ewma"))
+
+
+def test_the_retry_budget_allows_a_fraction_of_requests_and_refuses_a_storm() -> None:
+    balancer = Balancer()
+    granted = 0
+    for _ in range(1000):
+        balancer.request()
+        if balancer.may_retry():
+            granted += 1
+        if balancer.may_retry():  # a second retry for the same request, when allowed
+            granted += 1
+    assert granted <= RETRY_FLOOR + 1 + RETRY_RATIO * 1000
+    assert granted >= RETRY_RATIO * 1000 - 1
