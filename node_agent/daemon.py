@@ -65,6 +65,8 @@ class Node:
         self.proxy = ModelProxy(self.models, self.admission, self.metrics)
         self.state_file = StateFile(config.data_dir)
         self.desired = NodeDesired()
+        self.enacted_generation = 0
+        """The generation whose models and agents the status lists (set once enacted)."""
         self.started_at = time.time()
         self.port = 0
         self.metrics_port = 0
@@ -124,6 +126,9 @@ class Node:
         # and the model waits for its last request (see ModelManager).
         await self.agents.reconcile(desired.agents)
         await self.models.reconcile(desired.models, limits)
+        # Statuses say this generation only now: one composed meanwhile (a heartbeat)
+        # must not claim it while its models and agents are not yet in the lists.
+        self.enacted_generation = desired.generation
         self.changes.bump()
 
     async def restore(self) -> bool:
@@ -181,7 +186,7 @@ class Node:
         self.metrics.model_memory.set(memory_used)
         return node_pb2.NodeStatus(
             node_id=self.config.node_id,
-            generation=self.desired.generation,
+            generation=self.enacted_generation,
             seq=seq,
             sent_at=timestamp(),
             heartbeat=heartbeat,

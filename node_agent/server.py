@@ -8,14 +8,14 @@ INTERNAL, so a bad request never takes the daemon down.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, NoReturn, TypeAlias, TypeVar
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import grpc
 
 from edgefleet.v1 import common_pb2, node_pb2, node_pb2_grpc
+from edgefleet_common.grpc_errors import Ctx, ErrorMapping
 from node_agent.agents.runner import RunFinished, RunOptions, TextDelta
 from node_agent.daemon import Node
 from node_agent.errors import (
@@ -62,53 +62,15 @@ def status_code(error: NodeError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-async def _abort(context: Ctx, error: Exception) -> NoReturn:
+def _classify(error: Exception) -> tuple[grpc.StatusCode, str] | None:
     if isinstance(error, NodeError):
-        await context.abort(status_code(error), str(error))
-    log.exception("unexpected error in a node API call", exc_info=error)
-    await context.abort(grpc.StatusCode.INTERNAL, f"unexpected error on the node: {error!r}")
-    raise AssertionError("context.abort returned")  # it raises; this tells type checkers
+        return status_code(error), str(error)
+    return None
 
 
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-Ctx: TypeAlias = Any
-"""grpc.aio.ServicerContext (grpcio ships no type information)."""
-
-
-def unary(
-    handler: Callable[[NodeService, Req, Ctx], Awaitable[Resp]],
-) -> Callable[[NodeService, Req, Ctx], Awaitable[Resp]]:
-    """Map a unary handler's errors to status codes."""
-
-    @functools.wraps(handler)
-    async def wrapped(self: NodeService, request: Req, context: Ctx) -> Resp:
-        try:
-            return await handler(self, request, context)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception as exc:
-            await _abort(context, exc)
-
-    return wrapped
-
-
-def streaming(
-    handler: Callable[[NodeService, Req, Ctx], AsyncIterator[Resp]],
-) -> Callable[[NodeService, Req, Ctx], AsyncIterator[Resp]]:
-    """Map a streaming handler's errors to status codes."""
-
-    @functools.wraps(handler)
-    async def wrapped(self: NodeService, request: Req, context: Ctx) -> AsyncIterator[Resp]:
-        try:
-            async for item in handler(self, request, context):
-                yield item
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception as exc:
-            await _abort(context, exc)
-
-    return wrapped
+_errors = ErrorMapping(_classify, "on the node", log)
+unary = _errors.unary
+streaming = _errors.streaming
 
 
 def _timeout(context: Ctx) -> float:

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import functools
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, NoReturn, TypeAlias, TypeVar
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
 from edgefleet.v1 import controller_pb2, controller_pb2_grpc, node_pb2
+from edgefleet_common.grpc_errors import Ctx, ErrorMapping
 from edgefleet_common.version import __version__
 from node_agent.wire import timestamp
 from orchestrator.events import EventLog
@@ -38,8 +37,6 @@ from orchestrator.views import (
 
 log = logging.getLogger(__name__)
 
-Ctx: TypeAlias = Any
-"""grpc.aio.ServicerContext (grpcio ships no type information)."""
 CHAT_TIMEOUT_S = 300.0
 RECENT_EVENTS = 10
 
@@ -58,51 +55,15 @@ class ApiError(Exception):
         self.code = code
 
 
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-
-
-async def _abort(context: Ctx, error: Exception) -> NoReturn:
+def _classify(error: Exception) -> tuple[grpc.StatusCode, str] | None:
     if isinstance(error, ApiError | RouteError):
-        await context.abort(error.code, str(error))
-    log.exception("unexpected error in a controller API call", exc_info=error)
-    await context.abort(grpc.StatusCode.INTERNAL, f"unexpected error in the controller: {error!r}")
-    raise AssertionError("context.abort returned")  # it raises; this tells type checkers
+        return error.code, str(error)
+    return None
 
 
-def unary(
-    handler: Callable[[ControllerService, Req, Ctx], Awaitable[Resp]],
-) -> Callable[[ControllerService, Req, Ctx], Awaitable[Resp]]:
-    """Map a unary handler's errors to status codes."""
-
-    @functools.wraps(handler)
-    async def wrapped(self: ControllerService, request: Req, context: Ctx) -> Resp:
-        try:
-            return await handler(self, request, context)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception as exc:
-            await _abort(context, exc)
-
-    return wrapped
-
-
-def streaming(
-    handler: Callable[[ControllerService, Req, Ctx], AsyncIterator[Resp]],
-) -> Callable[[ControllerService, Req, Ctx], AsyncIterator[Resp]]:
-    """Map a streaming handler's errors to status codes."""
-
-    @functools.wraps(handler)
-    async def wrapped(self: ControllerService, request: Req, context: Ctx) -> AsyncIterator[Resp]:
-        try:
-            async for item in handler(self, request, context):
-                yield item
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception as exc:
-            await _abort(context, exc)
-
-    return wrapped
+_errors = ErrorMapping(_classify, "in the controller", log)
+unary = _errors.unary
+streaming = _errors.streaming
 
 
 def digest(desired: DesiredState) -> str:

@@ -1,0 +1,76 @@
+"""Turning a servicer's exceptions into gRPC status codes, once for both APIs.
+
+A handler raises; the decorator answers the call with the status code and message
+its `classify` function gives for the exception, or INTERNAL (logged with its
+traceback) for anything unforeseen. Cancellation and aborts pass through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, TypeAlias, TypeVar
+
+import grpc
+
+Ctx: TypeAlias = Any
+"""grpc.aio.ServicerContext (grpcio ships no type information)."""
+Classify = Callable[[Exception], "tuple[grpc.StatusCode, str] | None"]
+
+S = TypeVar("S")
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+class ErrorMapping:
+    """`unary` and `streaming` decorators for one API's handlers."""
+
+    def __init__(self, classify: Classify, where: str, log: logging.Logger) -> None:
+        """`where` completes "unexpected error …" (e.g. "on the node")."""
+        self._classify = classify
+        self._where = where
+        self._log = log
+
+    async def abort(self, context: Ctx, error: Exception) -> NoReturn:
+        """Answer the call for `error`."""
+        known = self._classify(error)
+        if known is not None:
+            await context.abort(*known)
+        self._log.exception("unexpected error in an API call", exc_info=error)
+        await context.abort(grpc.StatusCode.INTERNAL, f"unexpected error {self._where}: {error!r}")
+        raise AssertionError("context.abort returned")  # it raises; this tells type checkers
+
+    def unary(
+        self, handler: Callable[[S, Req, Ctx], Awaitable[Resp]]
+    ) -> Callable[[S, Req, Ctx], Awaitable[Resp]]:
+        """Map a unary handler's errors to status codes."""
+
+        @functools.wraps(handler)
+        async def wrapped(service: S, request: Req, context: Ctx) -> Resp:
+            try:
+                return await handler(service, request, context)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:
+                await self.abort(context, exc)
+
+        return wrapped
+
+    def streaming(
+        self, handler: Callable[[S, Req, Ctx], AsyncIterator[Resp]]
+    ) -> Callable[[S, Req, Ctx], AsyncIterator[Resp]]:
+        """Map a streaming handler's errors to status codes."""
+
+        @functools.wraps(handler)
+        async def wrapped(service: S, request: Req, context: Ctx) -> AsyncIterator[Resp]:
+            try:
+                async for item in handler(service, request, context):
+                    yield item
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:
+                await self.abort(context, exc)
+
+        return wrapped
