@@ -31,7 +31,6 @@ import contextlib
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -57,6 +56,7 @@ from edgefleet.v1 import (  # noqa: E402
     node_pb2_grpc,
 )
 from edgefleet_common.grpc_transport import client_options, server_options  # noqa: E402
+from edgefleet_common.ports import free_port  # noqa: E402
 from node_agent.wire import timestamp  # noqa: E402
 from orchestrator.manifest import load_text  # noqa: E402
 from orchestrator.scheduler import NodeView, schedule  # noqa: E402
@@ -208,12 +208,6 @@ async def start_sims(count: int, acknowledged: dict[str, float]) -> tuple[list[A
 
 
 # -- the controller process -----------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def start_controller(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -24,6 +24,14 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
+class StatusError(Exception):
+    """An error that carries the gRPC status code to answer with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class ErrorMapping:
     """`unary` and `streaming` decorators for one API's handlers."""
 

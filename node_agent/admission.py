@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from node_agent.desired import NodeLimits
 from node_agent.errors import QueueFull
 
 EWMA_ALPHA = 0.3
@@ -59,7 +60,7 @@ class Slots:
         """The current limit (None: unlimited)."""
         return self._limit
 
-    async def set_limit(self, limit: int | None) -> None:
+    def set_limit(self, limit: int | None) -> None:
         """Change the limit; waiters get slots at once (running work is never cut)."""
         self._limit = limit
         self._hand_over()
@@ -107,7 +108,7 @@ class Admission:
     def __init__(
         self,
         parallelism: Callable[[str], int | None],
-        max_queue: int = 16,
+        max_queue: int = NodeLimits().max_queue_per_agent,
         max_concurrent_agents: int | None = None,
     ) -> None:
         """`parallelism(model)` says how many requests a model serves at once (None: any)."""
@@ -120,9 +121,9 @@ class Admission:
     async def configure(self, max_queue: int, max_concurrent_agents: int | None) -> None:
         """Apply new limits from the desired state."""
         self.max_queue = max_queue
-        await self._agent_slots.set_limit(max_concurrent_agents)
+        self._agent_slots.set_limit(max_concurrent_agents)
 
-    async def _model(self, model: str) -> Slots:
+    def _model(self, model: str) -> Slots:
         # Read at every request: a model's runtime (and so its parallelism) is known
         # only once the catalog resolved it, and changes when it is reloaded elsewhere.
         limit = self._parallelism(model)
@@ -130,7 +131,7 @@ class Admission:
         if slots is None:
             slots = self._model_slots[model] = Slots(limit)
         elif slots.limit != limit:
-            await slots.set_limit(limit)
+            slots.set_limit(limit)
         return slots
 
     def forget(self, target: str) -> None:
@@ -160,7 +161,7 @@ class Admission:
             async with contextlib.AsyncExitStack() as stack:
                 if agent:
                     await stack.enter_async_context(self._agent_slots.hold())
-                await stack.enter_async_context((await self._model(model)).hold())
+                await stack.enter_async_context(self._model(model).hold())
                 load.waiting -= 1
                 entered = True
                 load.in_flight += 1

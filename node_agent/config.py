@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from edgefleet_common.paths import state_dir
 
 DEFAULT_PORT = 7443
 DEFAULT_METRICS_PORT = 9464
 
 
 def default_data_dir(node_id: str) -> Path:
-    """`$XDG_STATE_HOME/edgefleet/node-ID` (or `~/.local/state/...`); `/var/lib` for root."""
-    if os.geteuid() == 0 and not os.environ.get("XDG_STATE_HOME"):
-        return Path("/var/lib/edgefleet") / f"node-{node_id}"
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "edgefleet" / f"node-{node_id}"
+    """`node-ID` in EdgeFleet's state folder (see `edgefleet_common.paths.state_dir`)."""
+    return state_dir() / f"node-{node_id}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,14 @@ class NodeLimits(_Frozen):
     auto_unload_idle_models: bool = False
     idle_timeout_s: float = Field(600.0, gt=0)
 
+    def memory_budget(self, memory_total_bytes: int) -> int:
+        """Bytes the node's models may take together on a box with that much memory;
+        0: unlimited (or, with only a fraction set and the total unknown, cannot be told)."""
+        bounds = [self.max_memory_bytes, self.model_cache_bytes]
+        if self.max_memory_fraction and memory_total_bytes > 0:
+            bounds.append(int(self.max_memory_fraction * memory_total_bytes))
+        return min((b for b in bounds if b > 0), default=0)
+
 
 class NodeDesired(_Frozen):
     """The whole desired state of a node; a newer generation replaces an older one."""

@@ -364,11 +364,7 @@ class ModelManager:
     # -- memory ----------------------------------------------------------------------
 
     def _budget(self) -> int:
-        limits = [b for b in (self._limits.max_memory_bytes, self._limits.model_cache_bytes) if b]
-        if self._limits.max_memory_fraction:
-            total = psutil.virtual_memory().total
-            limits.append(int(total * self._limits.max_memory_fraction))
-        return min(limits) if limits else 0
+        return self._limits.memory_budget(psutil.virtual_memory().total)
 
     async def _make_room(self, incoming: ModelSlot) -> None:
         """Evict idle models, least recently used first, until `incoming` fits the budget.

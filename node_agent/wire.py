@@ -11,8 +11,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import ValidationError
 
 from edgefleet.v1 import common_pb2, node_pb2
-from node_agent.agents.runner import RunEvent, ToolFinished, ToolRefused, ToolStarted
-from node_agent.desired import ItemChange, NodeDesired
+from node_agent.agents.runner import (
+    RunEvent,
+    ToolFinished,
+    ToolRefused,
+    ToolStarted,
+    float32,
+)
+from node_agent.desired import ItemChange, NodeDesired, NodeLimits
 from node_agent.errors import InvalidRequest
 
 MODEL_STATES: Mapping[str, common_pb2.ModelState] = {
@@ -64,12 +70,8 @@ def _tool_config(text: str, agent: str) -> dict[str, dict[str, Any]]:
     return parsed
 
 
-def float32(value: float) -> float:
-    """The number a caller wrote, from the nearest float32 a proto `float` carries.
-
-    0.7 arrives as 0.699999988; without this the node would compare, save and log that.
-    """
-    return float(f"{value:.7g}")
+_DEFAULT_LIMITS = NodeLimits()
+"""What a limit the proto leaves at 0 means (proto3 cannot tell unset from 0)."""
 
 
 def _where(location: tuple[int | str, ...]) -> str:
@@ -126,9 +128,10 @@ def desired_from_proto(request: node_pb2.ApplyStateRequest) -> NodeDesired:
             "max_memory_fraction": float32(limits.max_memory_fraction),
             "model_cache_bytes": limits.model_cache_bytes,
             "max_concurrent_agents": limits.max_concurrent_agents,
-            "max_queue_per_agent": limits.max_queue_per_agent or 16,
+            "max_queue_per_agent": limits.max_queue_per_agent
+            or _DEFAULT_LIMITS.max_queue_per_agent,
             "auto_unload_idle_models": limits.auto_unload_idle_models,
-            "idle_timeout_s": limits.idle_timeout_s or 600.0,
+            "idle_timeout_s": limits.idle_timeout_s or _DEFAULT_LIMITS.idle_timeout_s,
         },
     }
     try:

@@ -16,15 +16,15 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 
 from edgefleet.v1 import controller_pb2, controller_pb2_grpc, node_pb2
-from edgefleet_common.grpc_errors import Ctx, ErrorMapping
+from edgefleet_common.grpc_errors import Ctx, ErrorMapping, StatusError
 from edgefleet_common.version import __version__
 from node_agent.wire import timestamp
 from orchestrator.events import EventLog
 from orchestrator.fleet.fleet import Fleet
 from orchestrator.manifest import DesiredState, ManifestError, load_text
 from orchestrator.reconciler import Reconciler
-from orchestrator.routing.router import RouteError, Router
-from orchestrator.scheduler import check_conflicts
+from orchestrator.routing.router import Router
+from orchestrator.scheduler import Plan, check_conflicts
 from orchestrator.store import EventRow, Revision, Store
 from orchestrator.views import (
     agent_views,
@@ -47,16 +47,12 @@ _SEVERITIES = {
 }
 
 
-class ApiError(Exception):
+class ApiError(StatusError):
     """A request the controller refuses; carries the status code to answer with."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _classify(error: Exception) -> tuple[grpc.StatusCode, str] | None:
-    if isinstance(error, ApiError | RouteError):
+    if isinstance(error, StatusError):  # ApiError, and the router's RouteError
         return error.code, str(error)
     return None
 
@@ -124,7 +120,14 @@ class ControllerService(controller_pb2_grpc.ControllerServiceServicer):
     def _current(self, name: str) -> Revision | None:
         return next((r for r in self._store.current() if r.deployment == name), None)
 
-    async def _stage(
+    def _preview(self, desired: DesiredState) -> tuple[Revision | None, Plan]:
+        """The deployment's current revision, and the plan if `desired` replaced it
+        (FAILED_PRECONDITION when it conflicts with the other deployments)."""
+        deployments = [*self._others(desired.name), desired]
+        self._check(deployments)
+        return self._current(desired.name), self._reconciler.preview(deployments).plan
+
+    async def _apply(
         self,
         desired: DesiredState,
         *,
@@ -132,13 +135,13 @@ class ControllerService(controller_pb2_grpc.ControllerServiceServicer):
         source: str,
         cause: str,
         dry_run: bool,
+        always_new_revision: bool = False,
     ) -> controller_pb2.ApplyResponse:
-        deployments = [*self._others(desired.name), desired]
-        self._check(deployments)
-        current = self._current(desired.name)
+        """Store `desired` as its deployment's next revision (unless it is the current one
+        and `always_new_revision` is off, as for a rollback it is not) and reconcile."""
+        current, plan = self._preview(desired)
         fingerprint = digest(desired)
-        changed = current is None or current.digest != fingerprint or cause != "apply"
-        plan = self._reconciler.preview(deployments).plan
+        changed = current is None or current.digest != fingerprint or always_new_revision
         response = controller_pb2.ApplyResponse(plan=plan_view(plan), changed=changed)
         if dry_run or not changed:
             number = (current.number if current else 0) + (1 if changed else 0)
@@ -172,7 +175,7 @@ class ControllerService(controller_pb2_grpc.ControllerServiceServicer):
     ) -> controller_pb2.ApplyResponse:
         desired = self._load(request.manifest, request.source)
         async with self._mutating:
-            return await self._stage(
+            return await self._apply(
                 desired,
                 manifest=request.manifest,
                 source=request.source,
@@ -185,10 +188,7 @@ class ControllerService(controller_pb2_grpc.ControllerServiceServicer):
         self, request: controller_pb2.DiffRequest, context: Ctx
     ) -> controller_pb2.DiffResponse:
         desired = self._load(request.manifest, request.source)
-        deployments = [*self._others(desired.name), desired]
-        self._check(deployments)
-        current = self._current(desired.name)
-        plan = self._reconciler.preview(deployments).plan
+        current, plan = self._preview(desired)
         text_diff = "".join(
             difflib.unified_diff(
                 (current.manifest if current else "").splitlines(keepends=True),
@@ -248,12 +248,13 @@ class ControllerService(controller_pb2_grpc.ControllerServiceServicer):
                     f"{name} has no revision {target}; it has: {numbers}",
                 )
             desired = DesiredState.model_validate_json(revision.desired_json)
-            return await self._stage(
+            return await self._apply(
                 desired,
                 manifest=revision.manifest,
                 source=revision.source,
                 cause=f"rollback to {target}",
                 dry_run=request.dry_run,
+                always_new_revision=True,
             )
 
     def _only_deployment(self) -> str:

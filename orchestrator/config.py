@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgefleet_common.paths import state_dir
 from orchestrator.manifest import LOCAL_NODE
 
 DEFAULT_CONTROLLER_ADDRESS = "127.0.0.1:7440"
 DEFAULT_GATEWAY_ADDRESS = "127.0.0.1:7480"
 CONTROLLER_ENV = "EDGEFLEET_CONTROLLER"
-
-
-def state_dir() -> Path:
-    """Where EdgeFleet keeps state: `$XDG_STATE_HOME/edgefleet` or `/var/lib/edgefleet` as root."""
-    if os.geteuid() == 0 and not os.environ.get("XDG_STATE_HOME"):
-        return Path("/var/lib/edgefleet")
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "edgefleet"
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,18 +66,18 @@ class Controller:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         store = self.store = Store.open(config.data_dir / STORE_FILE)
         events = EventLog(store)
-        reconciler_ref: list[Reconciler] = []
+        # The fleet and the reconciler call each other; the fleet's callbacks run only
+        # once both exist.
         fleet = self._fleet = Fleet(
             controller_id=store.controller_id,
             channel_factory=insecure_channel,
             events=events,
-            failure_timeout=lambda: reconciler_ref[0].failure_timeout_s,
-            on_change=lambda: reconciler_ref[0].trigger(),
+            failure_timeout=lambda: reconciler.failure_timeout_s,
+            on_change=lambda: reconciler.trigger(),
         )
         reconciler = self._reconciler = Reconciler(
             store, fleet, events, local_node=config.local_node
         )
-        reconciler_ref.append(reconciler)
         router = Router(fleet, lambda: reconciler.assignment, reconciler.deployments)
         gateway_url = await self._start_gateway(router, reconciler)
         server = grpc.aio.server(options=server_options())

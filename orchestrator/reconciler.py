@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from node_agent.desired import NodeDesired
 from orchestrator.events import EventLog
 from orchestrator.fleet.fleet import Fleet
-from orchestrator.manifest.desired import DesiredState
+from orchestrator.manifest.desired import CoordinationSpec, DesiredState
 from orchestrator.scheduler import schedule
 from orchestrator.scheduler.model import Plan, PlanStep, Schedule
 from orchestrator.store import Store
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 RESYNC_S = 5.0
 """A full pass at least this often, whatever happened."""
-DEFAULT_FAILURE_TIMEOUT_S = 3.0
+DEFAULT_FAILURE_TIMEOUT_S = CoordinationSpec().failure_timeout_s
 
 _STEP_WORDS = {
     "load-model": ("ModelLoading", "loading {name} on {node}"),
@@ -43,10 +43,6 @@ def _content(desired: NodeDesired) -> str:
     return desired.model_copy(update={"generation": 0, "controller_id": ""}).model_dump_json()
 
 
-def _is_empty(desired: NodeDesired) -> bool:
-    return not desired.models and not desired.agents
-
-
 class Reconciler:
     """Drives every node towards what the current revisions ask of it."""
 
@@ -59,8 +55,9 @@ class Reconciler:
         self._task: asyncio.Task[None] | None = None
         self._parsed: dict[str, DesiredState] = {}
         self.assignment: dict[str, NodeDesired] = self._load_assignment()
+        self._saved_content = {node: _content(d) for node, d in self.assignment.items()}
+        """Each node's assignment as stored, without its generation (what passes compare)."""
         self.last_schedule: Schedule | None = None
-        self.passes = 0
         self.failure_timeout_s = self._failure_timeout(self.deployments())
         """The shortest failure timeout the current deployments ask for (read often, by
         the fleet's health checks; refreshed on every pass)."""
@@ -69,14 +66,15 @@ class Reconciler:
 
     def deployments(self) -> list[DesiredState]:
         """The desired state of every current deployment, by name."""
-        found: list[DesiredState] = []
-        for revision in self._store.current():
-            parsed = self._parsed.get(revision.digest)
-            if parsed is None:
-                parsed = DesiredState.model_validate_json(revision.desired_json)
-                self._parsed[revision.digest] = parsed
-            found.append(parsed)
-        return found
+        current = self._store.current()
+        if len(self._parsed) != len(current) or any(r.digest not in self._parsed for r in current):
+            # Parsed once per revision; only the current ones are kept.
+            self._parsed = {
+                r.digest: self._parsed.get(r.digest)
+                or DesiredState.model_validate_json(r.desired_json)
+                for r in current
+            }
+        return [self._parsed[r.digest] for r in current]
 
     @staticmethod
     def _failure_timeout(deployments: Sequence[DesiredState]) -> float:
@@ -88,16 +86,20 @@ class Reconciler:
     def preview(self, deployments: Sequence[DesiredState]) -> Schedule:
         """What a pass would decide if `deployments` were the current ones (no side effects)."""
         return schedule(
-            deployments, self._fleet.views(), self.assignment, local_node=self._local_node
+            deployments, self._fleet.scheduler_views(), self.assignment, local_node=self._local_node
         )
 
     def _load_assignment(self) -> dict[str, NodeDesired]:
         return {
-            node: NodeDesired.model_validate_json(row.desired_json).model_copy(
-                update={"generation": row.generation, "controller_id": self._store.controller_id}
-            )
+            node: self._stamped(NodeDesired.model_validate_json(row.desired_json), row.generation)
             for node, row in self._store.assignment().items()
         }
+
+    def _stamped(self, desired: NodeDesired, generation: int) -> NodeDesired:
+        """`desired` as sent to its node: with its generation and this controller's id."""
+        return desired.model_copy(
+            update={"generation": generation, "controller_id": self._store.controller_id}
+        )
 
     # -- the loop --------------------------------------------------------------------
 
@@ -131,10 +133,9 @@ class Reconciler:
 
     async def reconcile_once(self) -> Schedule:
         """One pass: schedule, store what changed, and hand each node its desired state."""
-        self.passes += 1
         deployments = self.deployments()
         self.failure_timeout_s = self._failure_timeout(deployments)
-        await self._add_static_nodes(deployments)
+        await self._add_manifest_nodes(deployments)
         result = self.preview(deployments)
         wanted = dict(result.assignment)
         for link in self._fleet.links():
@@ -143,28 +144,28 @@ class Reconciler:
             status = link.status
             if link.node_id not in wanted and status and (status.models or status.agents):
                 wanted[link.node_id] = NodeDesired()
+        contents = {node: _content(desired) for node, desired in wanted.items()}
         changed = {
-            node: _content(desired)
-            for node, desired in wanted.items()
-            if node not in self.assignment or _content(self.assignment[node]) != _content(desired)
+            node: content
+            for node, content in contents.items()
+            if self._saved_content.get(node) != content
         }
         ahead = self._nodes_ahead(wanted)
         if ahead:
             self._store.raise_generation_floor(max(ahead.values()))
             for node in ahead:
-                changed.setdefault(node, _content(wanted[node]))
+                changed.setdefault(node, contents[node])
         if changed:
             generations = self._store.save_assignment(changed, force=tuple(ahead))
             for node, generation in generations.items():
-                self.assignment[node] = wanted[node].model_copy(
-                    update={"generation": generation, "controller_id": self._store.controller_id}
-                )
+                self.assignment[node] = self._stamped(wanted[node], generation)
+                self._saved_content[node] = contents[node]
             self._record_plan(result.plan, set(generations))
         self.last_schedule = result
         for node, desired in self.assignment.items():
-            target = self._fleet.get(node)
-            if target is not None and target.desired != desired:
-                target.want(desired)
+            node_link = self._fleet.get(node)
+            if node_link is not None and node_link.desired != desired:
+                node_link.want(desired)
         return result
 
     def _nodes_ahead(self, wanted: dict[str, NodeDesired]) -> dict[str, int]:
@@ -180,7 +181,7 @@ class Reconciler:
                 ahead[node] = link.observed_generation
         return ahead
 
-    async def _add_static_nodes(self, deployments: Sequence[DesiredState]) -> None:
+    async def _add_manifest_nodes(self, deployments: Sequence[DesiredState]) -> None:
         for deployment in deployments:
             for node in deployment.nodes:
                 if node.address and self._fleet.get(node.id) is None:

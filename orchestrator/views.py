@@ -9,7 +9,6 @@ by a newer generation, stopping once the node hears of it).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
 
 from edgefleet.v1 import common_pb2, controller_pb2
 from node_agent.desired import NodeDesired
@@ -17,7 +16,9 @@ from node_agent.wire import timestamp
 from orchestrator.fleet.fleet import Fleet
 from orchestrator.fleet.node_link import NodeLink
 from orchestrator.manifest.desired import DesiredState
-from orchestrator.scheduler.model import Plan
+from orchestrator.routing.balancing import ReplicaStats
+from orchestrator.routing.replicas import candidates
+from orchestrator.scheduler.model import Plan, Unplaced
 from orchestrator.store import Revision
 
 NODE_STATES: Mapping[str, common_pb2.NodeState] = {
@@ -29,19 +30,21 @@ NODE_STATES: Mapping[str, common_pb2.NodeState] = {
 }
 
 
-class RouteStats(Protocol):
-    """What the request router knows of one replica (in flight, latency, circuit)."""
-
-    @property
-    def in_flight(self) -> int: ...
-    @property
-    def latency_ewma_ms(self) -> float: ...
-    @property
-    def circuit(self) -> str: ...
-
-
-RouteLookup = Callable[[str, str], RouteStats | None]
+ReplicaStatsLookup = Callable[[str, str], ReplicaStats | None]
 """(target name, node id) → the router's figures for that replica, if it has any."""
+
+
+def _copy_replica_stats(
+    replica: controller_pb2.ReplicaView | controller_pb2.ModelReplicaView,
+    stats: ReplicaStats | None,
+) -> bool:
+    """Put the router's figures on a replica view; False when it has none."""
+    if stats is None:
+        return False
+    replica.in_flight = stats.in_flight
+    replica.latency_ewma_ms = stats.latency_ewma_ms
+    replica.circuit = stats.circuit
+    return True
 
 
 def node_view(link: NodeLink, assigned: NodeDesired | None) -> controller_pb2.NodeView:
@@ -77,7 +80,7 @@ def _agent_replicas(
     fleet: Fleet,
     assignment: Mapping[str, NodeDesired],
     preferred: Sequence[str],
-    routes: RouteLookup,
+    replica_stats: ReplicaStatsLookup,
 ) -> list[controller_pb2.ReplicaView]:
     assigned = {node for node, d in assignment.items() if any(a.name == name for a in d.agents)}
     reported: dict[str, common_pb2.AgentStatus] = {}
@@ -105,12 +108,7 @@ def _agent_replicas(
         else:
             replica.state, replica.reason = status.state, status.reason
             replica.queue_depth = status.queue_depth
-        stats = routes(name, node)
-        if stats is not None:
-            replica.in_flight = stats.in_flight
-            replica.latency_ewma_ms = stats.latency_ewma_ms
-            replica.circuit = stats.circuit
-        elif status is not None:
+        if not _copy_replica_stats(replica, replica_stats(name, node)) and status is not None:
             replica.latency_ewma_ms = status.latency_ewma_ms
             replica.circuit = "closed"
         replicas.append(replica)
@@ -122,19 +120,17 @@ def agent_views(
     fleet: Fleet,
     assignment: Mapping[str, NodeDesired],
     plan: Plan | None,
-    routes: RouteLookup,
+    replica_stats: ReplicaStatsLookup,
 ) -> list[controller_pb2.AgentView]:
     """Every agent of the current deployments with its replicas."""
     unplaced = {u.name: u.reason for u in plan.unplaced if u.kind == "agent"} if plan else {}
     views = []
     for deployment in deployments:
         for agent in deployment.agents:
-            replicas = _agent_replicas(agent.name, fleet, assignment, agent.preferred_nodes, routes)
-            ready = sum(
-                1
-                for r in replicas
-                if r.state == common_pb2.AGENT_STATE_READY and _node_ready(fleet, r.node_id)
+            replicas = _agent_replicas(
+                agent.name, fleet, assignment, agent.preferred_nodes, replica_stats
             )
+            ready = len(candidates(fleet, assignment, agent.name, "agent"))
             views.append(
                 controller_pb2.AgentView(
                     name=agent.name,
@@ -150,16 +146,11 @@ def agent_views(
     return sorted(views, key=lambda v: v.name)
 
 
-def _node_ready(fleet: Fleet, node: str) -> bool:
-    link = fleet.get(node)
-    return link is not None and link.health == "ready"
-
-
 def model_views(
     deployments: Sequence[DesiredState],
     fleet: Fleet,
     assignment: Mapping[str, NodeDesired],
-    routes: RouteLookup,
+    replica_stats: ReplicaStatsLookup,
 ) -> list[controller_pb2.ModelView]:
     """Every model of the current deployments with where it is loaded."""
     owners: dict[str, list[str]] = {}
@@ -186,17 +177,9 @@ def model_views(
                 replica.progress = found.progress
                 replica.memory_bytes = found.memory_bytes
                 replica.runtime = found.runtime
-            stats = routes(alias, node)
-            if stats is not None:
-                replica.in_flight = stats.in_flight
-                replica.latency_ewma_ms = stats.latency_ewma_ms
-                replica.circuit = stats.circuit
+            _copy_replica_stats(replica, replica_stats(alias, node))
             replicas.append(replica)
-        ready = sum(
-            1
-            for r in replicas
-            if r.state == common_pb2.MODEL_STATE_READY and _node_ready(fleet, r.node_id)
-        )
+        ready = len(candidates(fleet, assignment, alias, "model"))
         views.append(
             controller_pb2.ModelView(
                 alias=alias,
@@ -235,16 +218,17 @@ def plan_view(plan: Plan) -> controller_pb2.Plan:
             )
             for s in plan.steps
         ],
-        unplaced=[
-            controller_pb2.Unplaced(
-                kind=u.kind,
-                name=u.name,
-                missing=u.missing,
-                reason=u.reason,
-                deployment=u.deployment,
-            )
-            for u in plan.unplaced
-        ],
+        unplaced=[_unplaced_view(u) for u in plan.unplaced],
+    )
+
+
+def _unplaced_view(unplaced: Unplaced) -> controller_pb2.Unplaced:
+    return controller_pb2.Unplaced(
+        kind=unplaced.kind,
+        name=unplaced.name,
+        missing=unplaced.missing,
+        reason=unplaced.reason,
+        deployment=unplaced.deployment,
     )
 
 
@@ -279,11 +263,7 @@ def deployment_views(
             view.revision.CopyFrom(revision_view(revision))
         if plan is not None:
             view.unplaced.extend(
-                plan_view(
-                    Plan(
-                        unplaced=tuple(u for u in plan.unplaced if u.deployment == deployment.name)
-                    )
-                ).unplaced
+                _unplaced_view(u) for u in plan.unplaced if u.deployment == deployment.name
             )
         views.append(view)
     return views

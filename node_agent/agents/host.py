@@ -51,7 +51,6 @@ class AgentReplica:
     tools: list[Tool] = field(default_factory=list)
     allow: AllowList | None = None
     setup_error: str = ""
-    building: bool = True
     stopping: bool = False
     runner: AgentRunner | None = None
     built: asyncio.Event = field(default_factory=asyncio.Event)
@@ -119,7 +118,6 @@ class AgentHost:
             replica.setup_error = str(exc)
             log.warning("agent cannot start", extra={"agent": want.name, "reason": str(exc)})
         finally:
-            replica.building = False
             replica.built.set()
         self._on_change()
 
@@ -159,7 +157,7 @@ class AgentHost:
             raise NotFound(f"agent `{name}` is not on this node")
         if replica.setup_error:
             return "failed", replica.setup_error
-        if replica.building:
+        if not replica.built.is_set():
             return "starting", "building tools"
         model = replica.want.model
         slot = self._models.slot(model)

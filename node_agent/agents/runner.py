@@ -154,8 +154,8 @@ class RunOptions:
         """The options of a gRPC request, where zero values mean "the runtime's default"."""
         return cls(
             max_tokens=options.max_tokens or None,
-            temperature=_float32(options.temperature) if options.HasField("temperature") else None,
-            top_p=_float32(options.top_p) if options.HasField("top_p") else None,
+            temperature=float32(options.temperature) if options.HasField("temperature") else None,
+            top_p=float32(options.top_p) if options.HasField("top_p") else None,
             stop=tuple(options.stop),
             seed=options.seed if options.HasField("seed") else None,
             user=options.user,
@@ -163,9 +163,12 @@ class RunOptions:
         )
 
 
-def _float32(value: float) -> float:
-    # A proto float arrives as the nearest float32 (0.7 -> 0.699999988...); send the
-    # number the caller wrote.
+def float32(value: float) -> float:
+    """The number a caller wrote, from the nearest float32 a proto `float` carries.
+
+    0.7 arrives as 0.699999988; without this the node would send, compare, save and
+    log that.
+    """
     return float(f"{value:.7g}")
 
 

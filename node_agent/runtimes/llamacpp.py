@@ -27,7 +27,6 @@ import importlib.util
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -38,6 +37,8 @@ from typing import ClassVar
 import httpx
 import psutil
 
+from edgefleet_common.child_process import die_with_parent
+from edgefleet_common.ports import free_port
 from node_agent.errors import ModelLoadError, NotFound
 from node_agent.runtimes.base import (
     LoadedModel,
@@ -141,30 +142,6 @@ def missing_server_modules() -> list[str]:
 # -- one child process -----------------------------------------------------------------
 
 
-DIE_WITH_PARENT = """\
-import ctypes, os, signal, sys
-ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-if os.getppid() != int(sys.argv[1]):  # the node died before the signal was armed
-    os._exit(1)
-os.execv(sys.argv[2], sys.argv[2:])
-"""
-"""Arms the kernel's parent-death signal, then becomes the model server (same pid).
-
-The node spawns this instead of forking with a `preexec_fn`: a fork of the node,
-which runs gRPC's threads, runs gRPC's fork handlers in the child, and those abort
-now and then (`Check failed: next_worker->state == KICKED`). Without a `preexec_fn`
-Python spawns with vfork, which runs no fork handlers. The death signal follows the
-thread that spawned the child: asyncio spawns from the event loop's thread, which
-lives as long as the node."""
-
-
-def _die_with_parent(command: list[str]) -> list[str]:
-    """`command`, run so that the kernel SIGKILLs it when the node dies (on Linux)."""
-    if not sys.platform.startswith("linux"):
-        return command
-    return [sys.executable, "-S", "-c", DIE_WITH_PARENT, str(os.getpid()), *command]
-
-
 def describe_exit(code: int | None) -> str:
     """`exit code 1`, `signal SIGKILL`, … for a process's return code."""
     if code is None:
@@ -187,14 +164,6 @@ def _crash_hint(code: int) -> str:
         f"CPU: rebuild it without native CPU features ({PORTABLE_BUILD}), or set ubatch: 1 "
         "under runtimes: llama.cpp: in the node's catalog"
     )
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class _PortTaken(ModelLoadError):
@@ -249,7 +218,7 @@ class ServerProcess:
         """Start the child (in its own process group, dying with the node)."""
         creating = asyncio.ensure_future(
             asyncio.create_subprocess_exec(
-                *_die_with_parent(self.command),
+                *die_with_parent(self.command),
                 stdin=asyncio.subprocess.DEVNULL,
                 # Uvicorn logs requests to stdout: nothing reads it, so it must not be a pipe.
                 stdout=asyncio.subprocess.DEVNULL,

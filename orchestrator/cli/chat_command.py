@@ -115,16 +115,16 @@ def stream_reply(
 
 def _converse(
     controller: Controller,
-    args: argparse.Namespace,
+    agent: str,
+    options: common_pb2.GenerationOptions,
     history: list[common_pb2.ChatMessage],
     consoles: Consoles,
 ) -> int:
     with contextlib.suppress(ImportError):
         importlib.import_module("readline")  # line editing and recall for input()
     consoles.err.print(
-        f"chatting with {args.agent}; /exit or Ctrl-D to leave", style="dim", markup=False
+        f"chatting with {agent}; /exit or Ctrl-D to leave", style="dim", markup=False
     )
-    options = _options(args)
     # A prompt is for a person typing; piped input gets none, so stdout stays the replies.
     prompt = "> " if sys.stdin.isatty() else ""
     while True:
@@ -138,7 +138,7 @@ def _converse(
         if not text.strip():
             continue
         turn = [*history, common_pb2.ChatMessage(role="user", content=text)]
-        request = controller_pb2.ChatRequest(agent=args.agent, messages=turn, options=options)
+        request = controller_pb2.ChatRequest(agent=agent, messages=turn, options=options)
         try:
             reply = stream_reply(controller, request, consoles)
         except ControllerRefused as exc:
@@ -154,7 +154,7 @@ def run(args: argparse.Namespace, consoles: Consoles) -> int:
     history = [common_pb2.ChatMessage(role="system", content=args.system)] if args.system else []
     with connect(args) as controller:
         if args.message is None:
-            return _converse(controller, args, history, consoles)
+            return _converse(controller, args.agent, options, history, consoles)
         messages = [*history, common_pb2.ChatMessage(role="user", content=args.message)]
         request = controller_pb2.ChatRequest(agent=args.agent, messages=messages, options=options)
         stream_reply(controller, request, consoles)

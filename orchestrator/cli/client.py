@@ -26,8 +26,6 @@ from orchestrator.config import CONTROLLER_ENV, DEFAULT_CONTROLLER_ADDRESS
 from orchestrator.errors import ControllerUnavailable, EdgeFleetError, UsageError
 from orchestrator.manifest import ManifestError
 
-DEFAULT_CONTROLLER = DEFAULT_CONTROLLER_ADDRESS
-ENV_CONTROLLER = CONTROLLER_ENV
 CONNECT_TIMEOUT_S = 5.0
 CALL_TIMEOUT_S = 30.0
 
@@ -59,7 +57,7 @@ class ControllerAddress:
         """The one-line message for a controller that does not answer at this address."""
         return (
             f"cannot reach the controller at {self.target} ({self.origin}; set --controller "
-            f"or {ENV_CONTROLLER}, or start one with `edgectl controller`)"
+            f"or {CONTROLLER_ENV}, or start one with `edgectl controller`)"
         )
 
 
@@ -70,7 +68,10 @@ def add_controller_option(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         # SUPPRESS: a subcommand that was not given the option keeps the global value.
         default=argparse.SUPPRESS,
-        help=f"controller API address (default: ${ENV_CONTROLLER}, else {DEFAULT_CONTROLLER})",
+        help=(
+            f"controller API address (default: ${CONTROLLER_ENV}, "
+            f"else {DEFAULT_CONTROLLER_ADDRESS})"
+        ),
     )
 
 
@@ -78,15 +79,15 @@ def resolve_address(flag: str | None, environ: Mapping[str, str]) -> ControllerA
     """The flag, else the environment, else the default; a malformed value is a usage error."""
     if flag:
         address = ControllerAddress(flag.strip(), "from --controller")
-    elif environ.get(ENV_CONTROLLER, "").strip():
-        address = ControllerAddress(environ[ENV_CONTROLLER].strip(), f"from {ENV_CONTROLLER}")
+    elif environ.get(CONTROLLER_ENV, "").strip():
+        address = ControllerAddress(environ[CONTROLLER_ENV].strip(), f"from {CONTROLLER_ENV}")
     else:
-        address = ControllerAddress(DEFAULT_CONTROLLER, "from the default")
+        address = ControllerAddress(DEFAULT_CONTROLLER_ADDRESS, "from the default")
     match = _HOST_PORT.match(address.target)
     if match is None or not 0 < int(match.group(2)) < 65536:
         raise UsageError(
             f"controller address `{address.target}` ({address.origin}) is not HOST:PORT, "
-            f"e.g. {DEFAULT_CONTROLLER}"
+            f"e.g. {DEFAULT_CONTROLLER_ADDRESS}"
         )
     return address
 

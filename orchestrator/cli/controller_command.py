@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from edgefleet_common.logs import configure_logging
+from edgefleet_common.paths import state_dir
 from orchestrator.cli.console import Consoles
 from orchestrator.config import (
     DEFAULT_CONTROLLER_ADDRESS,
     DEFAULT_GATEWAY_ADDRESS,
     ControllerConfig,
-    state_dir,
 )
-from orchestrator.controller import Controller
 from orchestrator.errors import EdgeFleetError
+from orchestrator.manifest import LOCAL_NODE
 
 log = logging.getLogger("orchestrator")
 
@@ -70,7 +70,7 @@ def add_controller_options(parser: argparse.ArgumentParser) -> None:
         help="browse only on this interface address (repeatable; default: all)",
     )
     parser.add_argument("--cluster", default="default", help="cluster name (default: default)")
-    parser.add_argument("--local-node", default="local", help="node id single-device runs on")
+    parser.add_argument("--local-node", default=LOCAL_NODE, help="node id single-device runs on")
     parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
@@ -105,6 +105,10 @@ def config_from(args: argparse.Namespace, data_dir: Path | None = None) -> Contr
 
 async def serve(config: ControllerConfig) -> None:
     """Run a controller until SIGTERM or SIGINT."""
+    # Imported here: the controller brings the whole node stack (agents, runtimes), which
+    # no other edgectl command needs at start-up.
+    from orchestrator.controller import Controller
+
     controller = Controller(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -177,7 +177,7 @@ def _events(controller: Controller, kind: str, name: str) -> list[controller_pb2
         object=f"{kind}/{name}", follow=False, limit=EVENTS_SHOWN
     )
     events = controller.stream("WatchEvents", request, controller_pb2.Event, CALL_TIMEOUT_S)
-    return list(events)[-EVENTS_SHOWN:]
+    return list(events)  # the newest EVENTS_SHOWN, oldest first
 
 
 def run(args: argparse.Namespace, consoles: Consoles) -> int:

@@ -24,7 +24,7 @@ from orchestrator.cli import (
     up_command,
     validate_command,
 )
-from orchestrator.cli.client import DEFAULT_CONTROLLER, ENV_CONTROLLER, error_text
+from orchestrator.cli.client import add_controller_option, error_text
 from orchestrator.cli.console import Consoles
 from orchestrator.errors import EdgeFleetError
 
@@ -53,11 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Deploy AI agents and small language models to edge nodes from one manifest.",
     )
     parser.add_argument("--version", action="version", version=f"edgectl {__version__}")
-    parser.add_argument(
-        "--controller",
-        metavar="HOST:PORT",
-        help=f"controller API address (default: ${ENV_CONTROLLER}, else {DEFAULT_CONTROLLER})",
-    )
+    add_controller_option(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         command.register(commands)

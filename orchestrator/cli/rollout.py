@@ -8,7 +8,7 @@ one line per change otherwise.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -165,12 +165,9 @@ def wait_for_rollout(
     consoles: Consoles,
     *,
     timeout: float = DEFAULT_TIMEOUT_S,
-    interval: float = POLL_INTERVAL_S,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> int:
     """Poll until every expected agent is ready (0), something failed or time is up (1)."""
-    deadline = clock() + timeout
+    deadline = time.monotonic() + timeout
     with _View(consoles) as view:
         while True:
             status = controller.call(
@@ -186,10 +183,10 @@ def wait_for_rollout(
                     f"ready: {progress.agents} agent(s) of {_names(expected)}", markup=False
                 )
                 return 0
-            if clock() >= deadline:
+            if time.monotonic() >= deadline:
                 _report(consoles, f"timed out after {timeout:g}s; not ready", progress.waiting)
                 return 1
-            sleep(interval)
+            time.sleep(POLL_INTERVAL_S)
 
 
 def _names(expected: Expected) -> str:

@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import logging
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,8 @@ from typing import Any
 from edgefleet.v1 import common_pb2, controller_pb2
 from edgefleet_common.child_process import die_with_parent
 from edgefleet_common.logs import configure_logging
+from edgefleet_common.paths import state_dir
+from edgefleet_common.ports import free_port
 from orchestrator.cli import rollout
 from orchestrator.cli.apply_command import apply_manifest
 from orchestrator.cli.chat_command import stream_reply
@@ -34,8 +35,7 @@ from orchestrator.cli.client import Controller, ControllerAddress
 from orchestrator.cli.console import Consoles
 from orchestrator.cli.controller_command import add_controller_options, config_from
 from orchestrator.cli.status_command import print_status
-from orchestrator.config import ControllerConfig, state_dir
-from orchestrator.controller import Controller as RunningController
+from orchestrator.config import ControllerConfig
 from orchestrator.errors import EdgeFleetError
 from orchestrator.manifest import LoadedManifest, ManifestError, load_file, load_text
 
@@ -82,12 +82,6 @@ def quickstart_manifest() -> LoadedManifest:
     return load_text(text, source=QUICKSTART)
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
-
-
 class _ControllerThread:
     """A controller running on its own event loop in a thread of this process."""
 
@@ -96,7 +90,9 @@ class _ControllerThread:
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._error: BaseException | None = None
-        self._controller = RunningController(config)
+        from orchestrator.controller import Controller  # the whole stack: see controller_command
+
+        self._controller = Controller(config)
         self._thread = threading.Thread(target=self._run, name="controller", daemon=True)
 
     def start(self) -> str:
@@ -135,7 +131,7 @@ class _LocalNode:
     def __init__(self, node_id: str, listen: str, data_dir: Path, catalog: Path | None) -> None:
         self.node_id = node_id
         host, _, port = listen.rpartition(":")
-        self.address = f"{host}:{port if port != '0' else _free_port(host)}"
+        self.address = f"{host}:{port if port != '0' else free_port(host)}"
         self.log_path = data_dir / f"node-{node_id}.log"
         self._data_dir = data_dir / f"node-{node_id}"
         self._catalog = catalog

@@ -13,7 +13,7 @@ from orchestrator.events import EventLog
 from orchestrator.fleet.health import Health
 from orchestrator.fleet.node_link import ChannelFactory, NodeLink
 from orchestrator.fleet.status_events import status_events
-from orchestrator.scheduler.model import NodeState, NodeView
+from orchestrator.scheduler.model import NodeView
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,6 @@ class Fleet:
         self._on_change = on_change
         self._links: dict[str, NodeLink] = {}
         self._ticker: asyncio.Task[None] | None = None
-        self.version = 0
-        """Counts changes of anything a reader of the fleet may care about (states, load)."""
 
     # -- membership ------------------------------------------------------------------
 
@@ -95,7 +93,6 @@ class Fleet:
     # -- health ----------------------------------------------------------------------
 
     def _status(self, link: NodeLink, changed: bool) -> None:
-        self.version += 1
         self._evaluate(link)
         if changed and link.status is not None:
             for event in status_events(link.node_id, link.reported, link.status):
@@ -106,7 +103,6 @@ class Fleet:
             self._on_change()
 
     def _stream_broke(self, link: NodeLink, reason: str) -> None:
-        self.version += 1
         self._evaluate(link)
 
     async def _tick(self) -> None:
@@ -119,12 +115,11 @@ class Fleet:
         health = link.assess(time.monotonic(), self._failure_timeout())
         if health == link.health:
             return
-        before, link.health, link.health_since = link.health, health, time.time()
-        self.version += 1
-        self._record_transition(link, before, health)
+        link.health, link.health_since = health, time.time()
+        self._record_transition(link, health)
         self._on_change()
 
-    def _record_transition(self, link: NodeLink, before: Health, after: Health) -> None:
+    def _record_transition(self, link: NodeLink, after: Health) -> None:
         obj, node = f"node/{link.node_id}", link.node_id
         if after == "ready":
             verb = "is back" if link.was_ready else "is ready"
@@ -153,7 +148,7 @@ class Fleet:
 
     # -- views -----------------------------------------------------------------------
 
-    def views(self) -> list[NodeView]:
+    def scheduler_views(self) -> list[NodeView]:
         """Every node that has reported at least once, as the scheduler sees it.
 
         A node known only by address (static, or proposed by mDNS) but never heard
@@ -169,26 +164,21 @@ def _may_move(link: NodeLink, discovered_by: str) -> bool:
 
 
 def _view(link: NodeLink) -> NodeView:
+    """A node that has reported, as the scheduler sees it (`scheduler_views` skips others)."""
     status = link.status
-    state: NodeState = link.health
-    memory = status.capacity.memory_total_bytes if status is not None else 0
-    if status is None:
-        return NodeView(id=link.node_id, state=state, labels=dict(link.labels))
-    if link.desired is not None and status.generation != link.desired.generation:
-        # What a node runs under another generation (e.g. state it restored after a
-        # restart) says nothing about whether it runs what it was assigned now.
-        return NodeView(
-            id=link.node_id, state=state, memory_total_bytes=memory, labels=dict(link.labels)
-        )
+    assert status is not None
+    # What a node runs under another generation (e.g. state it restored after a
+    # restart) says nothing about whether it runs what it was assigned now.
+    current = link.desired is None or status.generation == link.desired.generation
     return NodeView(
         id=link.node_id,
-        state=state,
-        memory_total_bytes=memory,
+        state=link.health,
+        memory_total_bytes=status.capacity.memory_total_bytes,
         labels=dict(link.labels),
         ready_models=frozenset(
-            m.alias for m in status.models if m.state == common_pb2.MODEL_STATE_READY
+            m.alias for m in status.models if current and m.state == common_pb2.MODEL_STATE_READY
         ),
         ready_agents=frozenset(
-            a.name for a in status.agents if a.state == common_pb2.AGENT_STATE_READY
+            a.name for a in status.agents if current and a.state == common_pb2.AGENT_STATE_READY
         ),
     )

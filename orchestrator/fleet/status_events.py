@@ -22,10 +22,6 @@ def _model_word(state: int) -> str:
     return common_pb2.ModelState.Name(state).removeprefix("MODEL_STATE_").lower()
 
 
-def _agent_word(state: int) -> str:
-    return common_pb2.AgentState.Name(state).removeprefix("AGENT_STATE_").lower()
-
-
 def status_events(
     node: str, before: node_pb2.NodeStatus | None, after: node_pb2.NodeStatus
 ) -> list[StatusEvent]:

@@ -21,10 +21,9 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_HEADER_BYTES = 64 * 1024
 READ_CHUNK = 64 * 1024
+SERVER_NAME = b"edgefleet"
 IDLE_TIMEOUT_S = 75.0
 """An idle keep-alive connection is closed after this long."""
-
-Headers = Sequence[tuple[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +35,6 @@ class Request:
     headers: dict[str, str]
     """Lower-case names; a repeated header keeps its last value."""
     body: bytes
-    client: str
 
 
 @dataclass(slots=True)
@@ -63,11 +61,10 @@ class HttpError(Exception):
 class HttpServer:
     """Serves `handler` on HOST:PORT until closed."""
 
-    def __init__(self, handler: Handler, *, server_name: str = "edgefleet") -> None:
+    def __init__(self, handler: Handler) -> None:
         self._handler = handler
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
-        self._name = server_name.encode()
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the port (useful when `port` is 0)."""
@@ -96,7 +93,7 @@ class HttpServer:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         try:
             while True:
-                request = await self._read_request(conn, reader, client)
+                request = await self._read_request(conn, reader)
                 if request is None:
                     break
                 response = await self._handler(request)
@@ -121,7 +118,7 @@ class HttpServer:
                 writer.close()
 
     async def _read_request(
-        self, conn: h11.Connection, reader: asyncio.StreamReader, client: str
+        self, conn: h11.Connection, reader: asyncio.StreamReader
     ) -> Request | None:
         head: h11.Request | None = None
         body = bytearray()
@@ -152,7 +149,6 @@ class HttpServer:
                     path=head.target.decode("latin-1"),
                     headers={k.decode("latin-1"): v.decode("latin-1") for k, v in head.headers},
                     body=bytes(body),
-                    client=client,
                 )
             elif isinstance(event, h11.ConnectionClosed):
                 return None
@@ -161,7 +157,7 @@ class HttpServer:
         self, conn: h11.Connection, writer: asyncio.StreamWriter, response: Response
     ) -> None:
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
-        headers.append((b"server", self._name))
+        headers.append((b"server", SERVER_NAME))
         if response.stream is None:
             headers.append((b"content-length", str(len(response.body)).encode()))
             writer.write(conn.send(h11.Response(status_code=response.status, headers=headers)))

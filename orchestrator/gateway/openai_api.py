@@ -23,6 +23,7 @@ import grpc
 from edgefleet.v1 import common_pb2, node_pb2
 from orchestrator.gateway.http import Request, Response
 from orchestrator.manifest import DesiredState
+from orchestrator.routing.replicas import TargetKind
 from orchestrator.routing.router import RouteError, Router
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,6 @@ _ERROR_TYPE = {
     403: "permission_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
-    413: "invalid_request_error",
     429: "rate_limit_error",
 }
 
@@ -66,7 +66,7 @@ class ApiProblem(Exception):
         self.param = param
 
 
-def error_response(problem: ApiProblem, node: str = "") -> Response:
+def error_response(problem: ApiProblem) -> Response:
     """OpenAI's error JSON: {"error": {"message", "type", "param", "code"}}."""
     body = {
         "error": {
@@ -79,8 +79,6 @@ def error_response(problem: ApiProblem, node: str = "") -> Response:
     headers = list(JSON)
     if problem.status == 503:
         headers.append(("retry-after", "1"))
-    if node:
-        headers.append((NODE_HEADER, node))
     return Response(problem.status, json.dumps(body).encode(), headers)
 
 
@@ -139,8 +137,10 @@ class OpenAiGateway:
         body = {"object": "list", "data": data}
         return Response(200, json.dumps(body).encode(), list(JSON))
 
-    def _model_entry(self, name: str, kind: str, deployment: str, now: int) -> dict[str, Any]:
-        ready = len(self._router.ready(name, "agent" if kind == "agent" else "model"))
+    def _model_entry(
+        self, name: str, kind: TargetKind, deployment: str, now: int
+    ) -> dict[str, Any]:
+        ready = len(self._router.ready(name, kind))
         return {
             "id": name,
             "object": "model",
@@ -164,7 +164,7 @@ class OpenAiGateway:
             agent=target,
             messages=_messages(body.get("messages")),
             options=_options(body),
-            request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
+            request_id=request.headers.get("x-request-id", ""),  # the router fills in one
         )
         chunks = self._router.invoke_agent(invoke, REQUEST_TIMEOUT_S)
         # The first chunk comes before the response starts: a failure until then is

@@ -9,7 +9,7 @@ that tests can drive.
 * `peak-ewma` (the default) — the lowest expected wait: latency EWMA that jumps
   up to a slow sample at once and decays back over ~10 s, times the outstanding
   work plus one. A replica not measured yet counts as fast, so it gets tried;
-* no balancing (`load_balancing: false`) — the first replica in preference order;
+* no balancing (`load_balancing: false`) — the first replica by node id;
   the others only take over when it fails.
 
 A `user` on the request pins it to a replica by rendezvous hashing, so a
@@ -30,9 +30,10 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol, TypeVar
 
-Strategy = Literal["round-robin", "least-outstanding", "peak-ewma"]
+from orchestrator.manifest.desired import Strategy
+
 Circuit = Literal["closed", "open", "half-open"]
 
 DECAY_S = 10.0
@@ -61,13 +62,26 @@ class ReplicaStats:
     """Half-open: the one trial request is on its way."""
 
 
+class ReadyReplica(Protocol):
+    """What the balancer needs of a ready replica."""
+
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for it on its node, as the node last reported."""
+        ...
+
+
+R = TypeVar("R", bound=ReadyReplica)
+
+
 @dataclass(frozen=True, slots=True)
 class Replica:
-    """One ready replica as the balancer sees it."""
+    """A ready replica known only by its node (and the queue the node reported)."""
 
     node_id: str
     queue_depth: int = 0
-    """As the node last reported it."""
 
 
 class Balancer:
@@ -146,17 +160,17 @@ class Balancer:
     def order(
         self,
         target: str,
-        replicas: Sequence[Replica],
+        replicas: Sequence[R],
         strategy: Strategy | None,
         user: str = "",
-    ) -> list[Replica]:
+    ) -> list[R]:
         """The replicas to try for one request, best first; open circuits left out.
 
-        A half-open replica comes first while its trial is not taken (the caller
-        marks it taken by `started`), so a recovered node is noticed promptly.
+        A half-open replica comes first while its trial is not taken (ordering marks
+        it taken), so a recovered node is noticed promptly.
         """
-        usable: list[Replica] = []
-        trials: list[Replica] = []
+        usable: list[R] = []
+        trials: list[R] = []
         for replica in replicas:
             stats = self.stats(target, replica.node_id)
             self._refresh(stats)
@@ -174,9 +188,7 @@ class Balancer:
             self.stats(target, replica.node_id).trial_out = True
         return trials[:1] + ordered + trials[1:]
 
-    def _rank(
-        self, target: str, replicas: Sequence[Replica], strategy: Strategy | None
-    ) -> list[Replica]:
+    def _rank(self, target: str, replicas: Sequence[R], strategy: Strategy | None) -> list[R]:
         if not replicas or strategy is None:
             return list(replicas)
         if strategy == "round-robin":
@@ -188,10 +200,10 @@ class Balancer:
             return sorted(replicas, key=lambda r: (self._outstanding(target, r), r.node_id))
         return sorted(replicas, key=lambda r: (self._cost(target, r), r.node_id))
 
-    def _outstanding(self, target: str, replica: Replica) -> int:
+    def _outstanding(self, target: str, replica: ReadyReplica) -> int:
         return self.stats(target, replica.node_id).in_flight + replica.queue_depth
 
-    def _cost(self, target: str, replica: Replica) -> float:
+    def _cost(self, target: str, replica: ReadyReplica) -> float:
         stats = self.stats(target, replica.node_id)
         latency = stats.latency_ewma_ms
         if stats.updated:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from edgefleet.v1 import common_pb2
 from node_agent.desired import NodeDesired
@@ -18,8 +18,10 @@ class Candidate:
     """A node that can serve a target: ready, assigned it, and reporting it ready."""
 
     node_id: str
-    address: str
     generation: int
+    """Of the node's assignment: the node refuses a request meant for an older one."""
+    queue_depth: int = 0
+    """Requests waiting for the target on that node, as it last reported."""
 
 
 def candidates(
@@ -31,38 +33,22 @@ def candidates(
     still run an agent that moved away (superseded) until it hears of it.
     """
     found = []
-    for node, desired in assignment.items():
-        names = (
-            {a.name for a in desired.agents}
-            if kind == "agent"
-            else {m.alias for m in desired.models}
-        )
-        if target not in names:
+    for node, desired in sorted(assignment.items()):
+        assigned = desired.agents if kind == "agent" else desired.models
+        if not any(_name(item, kind) == target for item in assigned):
             continue
         link = fleet.get(node)
         if link is None or link.health != "ready" or link.status is None:
             continue
-        if kind == "agent":
-            ready = any(
-                a.name == target and a.state == common_pb2.AGENT_STATE_READY
-                for a in link.status.agents
-            )
-        else:
-            ready = any(
-                m.alias == target and m.state == common_pb2.MODEL_STATE_READY
-                for m in link.status.models
-            )
-        if ready:
-            found.append(Candidate(node, link.address, desired.generation))
-    return sorted(found, key=lambda c: c.node_id)
+        reported = link.status.agents if kind == "agent" else link.status.models
+        ready = common_pb2.AGENT_STATE_READY if kind == "agent" else common_pb2.MODEL_STATE_READY
+        for item in reported:
+            if _name(item, kind) == target and item.state == ready:
+                found.append(Candidate(node, desired.generation, int(item.queue_depth)))
+                break
+    return found
 
 
-def target_kind(assignment: Mapping[str, NodeDesired], target: str) -> TargetKind | None:
-    """Whether a name is an agent or a model alias of the current assignment."""
-    for desired in assignment.values():
-        if any(a.name == target for a in desired.agents):
-            return "agent"
-    for desired in assignment.values():
-        if any(m.alias == target for m in desired.models):
-            return "model"
-    return None
+def _name(item: Any, kind: TargetKind) -> str:
+    """The name of an agent, or the alias of a model (in a desired state or a status)."""
+    return str(item.name if kind == "agent" else item.alias)

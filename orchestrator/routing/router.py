@@ -16,10 +16,11 @@ from typing import Any
 import grpc
 
 from edgefleet.v1 import node_pb2
+from edgefleet_common.grpc_errors import StatusError
 from node_agent.desired import NodeDesired
 from orchestrator.fleet.fleet import Fleet
-from orchestrator.manifest.desired import DesiredState, Strategy
-from orchestrator.routing.balancing import Balancer, Replica, ReplicaStats
+from orchestrator.manifest.desired import CoordinationSpec, DesiredState, Strategy
+from orchestrator.routing.balancing import Balancer, ReplicaStats
 from orchestrator.routing.replicas import Candidate, TargetKind, candidates
 
 log = logging.getLogger(__name__)
@@ -45,12 +46,8 @@ CONNECTION_FAILURES = frozenset(
 """Errors that count against a replica's circuit (not refusals the node sent)."""
 
 
-class RouteError(Exception):
+class RouteError(StatusError):
     """No replica could serve the request; `code` is the gRPC status to answer with."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class Router:
@@ -60,13 +57,12 @@ class Router:
         self,
         fleet: Fleet,
         assignment: Callable[[], Mapping[str, NodeDesired]],
-        deployments: Callable[[], Sequence[DesiredState]] = tuple,
-        balancer: Balancer | None = None,
+        deployments: Callable[[], Sequence[DesiredState]],
     ) -> None:
         self._fleet = fleet
         self._assignment = assignment
         self._deployments = deployments
-        self.balancer = balancer or Balancer()
+        self.balancer = Balancer()
 
     def stats(self, target: str, node: str) -> ReplicaStats | None:
         """The router's figures for one replica, if it has served anything."""
@@ -84,25 +80,14 @@ class Router:
                 if deployment.type != "distributed-edge":
                     return None, False
                 return deployment.coordination.strategy, deployment.coordination.session_affinity
-        return "peak-ewma", False
+        return CoordinationSpec().strategy, False
 
     def order(self, target: str, kind: TargetKind, user: str = "") -> list[Candidate]:
         """The replicas to try for one request, best first (open circuits left out)."""
-        found = {c.node_id: c for c in self.ready(target, kind)}
         strategy, affinity = self.coordination(target)
-        replicas = [Replica(node, self._queue_depth(node, target, kind)) for node in sorted(found)]
-        chosen = self.balancer.order(target, replicas, strategy, user if affinity else "")
-        return [found[r.node_id] for r in chosen]
-
-    def _queue_depth(self, node: str, target: str, kind: TargetKind) -> int:
-        link = self._fleet.get(node)
-        if link is None or link.status is None:
-            return 0
-        items = link.status.agents if kind == "agent" else link.status.models
-        for item in items:
-            if getattr(item, "name" if kind == "agent" else "alias") == target:
-                return int(item.queue_depth)
-        return 0
+        return self.balancer.order(
+            target, self.ready(target, kind), strategy, user if affinity else ""
+        )
 
     async def invoke_agent(
         self, request: node_pb2.InvokeAgentRequest, timeout: float
@@ -152,7 +137,8 @@ class Router:
         user: str = "",
     ) -> AsyncIterator[Any]:
         """Try the ready replicas in order until one answers; retry on another only while
-        nothing reached the caller and no tool with side effects has started."""
+        nothing reached the caller. A tool that starts is reported to the caller first,
+        so a request is never retried after a tool (with side effects or not) ran."""
         deadline = time.monotonic() + timeout
         tried: list[str] = []
         last_error = ""
@@ -170,7 +156,7 @@ class Router:
                     "is spent (too many failures across requests); not retried",
                 )
             tried.append(candidate.node_id)
-            sent_any = side_effects = False
+            sent_any = False
             balancer.started(target, candidate.node_id)
             started = time.monotonic()
             try:
@@ -182,16 +168,13 @@ class Router:
                         if served_by is not None:
                             served_by.append(candidate.node_id)
                     sent_any = True
-                    tool = getattr(chunk, "tool", None)
-                    if tool is not None and chunk.HasField("tool") and tool.side_effects:
-                        side_effects = True
                     yield chunk
                 return
             except grpc.aio.AioRpcError as exc:
                 last_error = f"{candidate.node_id}: {exc.details() or exc.code().name}"
                 if exc.code() in CONNECTION_FAILURES:
                     balancer.failed(target, candidate.node_id)
-                if sent_any or side_effects:
+                if sent_any:
                     raise RouteError(
                         grpc.StatusCode.UNAVAILABLE,
                         f"{what} broke off on {candidate.node_id} after it had started "

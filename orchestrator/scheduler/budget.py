@@ -37,10 +37,7 @@ def combine_limits(resources: Sequence[ResourceLimits]) -> NodeLimits:
 
 def budget_of(limits: NodeLimits, memory_total_bytes: int) -> int | None:
     """Bytes the node's models may take together; None: unlimited (or cannot be told)."""
-    bounds = [limits.max_memory_bytes, limits.model_cache_bytes]
-    if limits.max_memory_fraction and memory_total_bytes > 0:
-        bounds.append(int(limits.max_memory_fraction * memory_total_bytes))
-    return min((b for b in bounds if b > 0), default=None)
+    return limits.memory_budget(memory_total_bytes) or None
 
 
 class Ledger:

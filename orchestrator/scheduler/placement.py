@@ -303,12 +303,10 @@ class _Run:
                 ready.append(node)
             elif state == "absent":
                 absent.append(node)  # gets its pinned work when it joins; no failover for it
-            elif state == "suspect" or (
-                state in ("not-ready", "untrusted") and w.failover != "automatic"
-            ):
-                p.waiting.add(node)
-            else:
+            elif self._fails_over(w, node):
                 p.lost.append(node)
+            else:
+                p.waiting.add(node)  # suspect, or failed without automatic failover
         displaced = [n for n in p.kept if n not in w.pinned] if w.failback and w.pinned else []
         wanted = need + len(displaced)
         placed = 0

@@ -19,14 +19,15 @@ class Revision:
     number: int
     applied_at: float
     source: str
-    """Where the manifest came from (a file path, `-` for stdin, `rollback`)."""
+    """Where the manifest came from (a file path, `-` for stdin); a rollback keeps the
+    source of the revision it restores."""
     manifest: str
     """The manifest text as applied."""
     desired_json: str
     """The normalized desired state computed from the manifest."""
     digest: str
     cause: str
-    """Why it was applied, for people (e.g. `edgectl apply -f fleet.yaml`)."""
+    """Why it was applied, for people: `apply`, or `rollback to N`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,10 @@ class Store:
         self._cluster_name = cluster_name
         self._max_events = max_events
         self._clock = clock
+        self._current: list[Revision] | None = None
+        """The current revisions, read once: only this store changes them (one controller
+        per data folder, one thread), so `add_revision` and `delete_deployment` drop the
+        copy. The gateway asks for them on every request."""
 
     @classmethod
     def open(
@@ -135,6 +139,7 @@ class Store:
         cause: str,
     ) -> Revision:
         """Store the next revision of `deployment` (from 1) and make it current, undeleted."""
+        self._current = None
         with self._db.write() as conn:
             return _revisions.add_revision(
                 conn,
@@ -149,8 +154,10 @@ class Store:
 
     def current(self) -> list[Revision]:
         """The current revision of each deployment that is not deleted, by name."""
-        with self._db.read() as conn:
-            return _revisions.current(conn)
+        if self._current is None:
+            with self._db.read() as conn:
+                self._current = _revisions.current(conn)
+        return list(self._current)
 
     def revision(self, deployment: str, number: int) -> Revision | None:
         """One revision of a deployment, or None."""
@@ -169,6 +176,7 @@ class Store:
 
     def delete_deployment(self, name: str) -> bool:
         """Mark a deployment deleted (its revisions stay); False if unknown or deleted."""
+        self._current = None
         with self._db.write() as conn:
             return _revisions.delete_deployment(conn, name, now=self._clock())
 

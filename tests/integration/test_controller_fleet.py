@@ -22,18 +22,18 @@ from typing import Any
 import psutil
 import pytest
 
+from edgefleet_common.ports import free_port
 from tests.conftest import MANIFESTS, SEED_MANIFESTS
 from tests.integration.controller_process import (
     ControllerProcess,
     describe,
-    environment,
-    free_port,
     smollm2_catalog,
     start_controller,
 )
 from tests.integration.node_process import (
     RUNTIME_MARK,
     NodeProcess,
+    environment,
     start_node,
     unique_id,
     wait_gone,

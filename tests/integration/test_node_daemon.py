@@ -31,6 +31,7 @@ import yaml
 
 from edgefleet.v1 import common_pb2, node_pb2, node_pb2_grpc
 from edgefleet_common.grpc_transport import MAX_MESSAGE_BYTES
+from edgefleet_common.ports import free_port
 from edgefleet_common.version import __version__
 from node_agent.daemon import SHUTDOWN_GRACE_S
 from node_agent.mdns import Browser, NodeAdvert, discover, open_zeroconf
@@ -714,13 +715,6 @@ def edge_node(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.mark.timeout(90)
