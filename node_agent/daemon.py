@@ -223,7 +223,7 @@ class Node:
             capacity=_capacity_proto(),
             runtimes=runtimes,
             cached_models=sorted(cached),
-            generation=self.desired.generation,
+            generation=self.enacted_generation,
             started_at=timestamp(self.started_at),
             controller_id=self.desired.controller_id,
             labels=dict(self.config.labels),

@@ -82,7 +82,8 @@ def severity(value: int) -> str:
 
 def styled(word: str) -> Text:
     """A state word coloured by what it means (no colour off a terminal)."""
-    return Text(word, style=_STYLES.get(word.split(" ", 1)[0], ""))
+    # "failed: out of memory" is coloured as "failed".
+    return Text(word, style=_STYLES.get(word.split(" ", 1)[0].rstrip(":,"), ""))
 
 
 def is_set(stamp: Timestamp) -> bool:

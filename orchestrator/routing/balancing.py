@@ -111,9 +111,11 @@ class Balancer:
         self.stats(target, node).in_flight += 1
 
     def finished(self, target: str, node: str) -> None:
-        """A request to the replica ended, however it ended."""
+        """A request to the replica ended, however it ended. A trial that ended without
+        an answer or a connection failure (refused, cancelled) frees the trial slot."""
         stats = self.stats(target, node)
         stats.in_flight = max(stats.in_flight - 1, 0)
+        stats.trial_out = False
 
     def first_byte(self, target: str, node: str, latency_ms: float) -> None:
         """The replica answered: record its latency; a half-open circuit closes."""
@@ -184,9 +186,12 @@ class Balancer:
         ordered = self._rank(target, usable, strategy)
         if user and ordered:
             ordered.sort(key=lambda r: _rendezvous(user, r.node_id), reverse=True)
-        for replica in trials:
-            self.stats(target, replica.node_id).trial_out = True
-        return trials[:1] + ordered + trials[1:]
+        if not trials:
+            return ordered
+        # One trial per request: the first half-open replica goes first and is marked
+        # taken; the others stay free for the next requests.
+        self.stats(target, trials[0].node_id).trial_out = True
+        return [trials[0], *ordered]
 
     def _rank(self, target: str, replicas: Sequence[R], strategy: Strategy | None) -> list[R]:
         if not replicas or strategy is None:

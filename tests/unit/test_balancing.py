@@ -146,3 +146,30 @@ def test_the_retry_budget_allows_a_fraction_of_requests_and_refuses_a_storm() ->
             granted += 1
     assert granted <= RETRY_FLOOR + 1 + RETRY_RATIO * 1000
     assert granted >= RETRY_RATIO * 1000 - 1
+
+
+def test_a_half_open_replica_is_not_shut_out_by_a_trial_that_ended_without_a_verdict() -> None:
+    clock = Clock()
+    balancer = Balancer(clock)
+    for _ in range(FAILURES_TO_OPEN):
+        balancer.failed(TARGET, "edge-a")
+    clock.now += COOL_DOWN_S
+    assert balancer.order(TARGET, [A, B], "peak-ewma")[0].node_id == "edge-a"
+    balancer.started(TARGET, "edge-a")
+    balancer.finished(TARGET, "edge-a")  # refused (e.g. queue full) or cancelled
+    assert balancer.order(TARGET, [A, B], "peak-ewma")[0].node_id == "edge-a"
+
+
+def test_only_one_half_open_replica_is_tried_per_request() -> None:
+    clock = Clock()
+    balancer = Balancer(clock)
+    for node in ("edge-a", "edge-b"):
+        for _ in range(FAILURES_TO_OPEN):
+            balancer.failed(TARGET, node)
+    clock.now += COOL_DOWN_S
+    first = nodes(balancer.order(TARGET, [A, B, C], "peak-ewma"))
+    assert first == ["edge-a", "edge-c"]
+    # edge-b's trial was not taken by that request: the next one tries it.
+    assert nodes(balancer.order(TARGET, [A, B, C], "peak-ewma")) == ["edge-b", "edge-c"]
+    balancer.first_byte(TARGET, "edge-a", 10.0)
+    assert "edge-a" in nodes(balancer.order(TARGET, [A, B, C], "peak-ewma"))

@@ -13,7 +13,7 @@ from google.protobuf import json_format
 
 from edgefleet.v1 import controller_pb2
 from orchestrator.cli.main import main
-from orchestrator.cli.output import age, size
+from orchestrator.cli.output import age, size, styled
 from tests.fakes.controller_api import (
     FakeControllerApi,
     ago,
@@ -244,3 +244,9 @@ def test_ages_and_sizes_read_like_kubectl() -> None:
     assert size(300 * 1024**2) == "300MiB"
     assert size(int(2.4 * 1024**3)) == "2.4GiB"
     assert size(16 * 1024**3) == "16GiB"
+
+
+def test_a_state_with_its_reason_is_coloured_as_the_state() -> None:
+    assert styled("failed").style
+    assert styled("failed: out of memory").style == styled("failed").style
+    assert styled("ready (edge-1)").style == styled("ready").style
