@@ -18,6 +18,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from edgefleet.v1 import node_pb2, node_pb2_grpc
+from edgefleet_common.cluster import DEFAULT_CLUSTER
 from edgefleet_common.grpc_transport import client_options
 from edgefleet_common.logs import configure_logging
 from edgefleet_common.version import __version__
@@ -87,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="advertise only on this interface address (repeatable; default: all)",
     )
-    run.add_argument("--cluster", default="default", help="cluster name (default: default)")
+    run.add_argument(
+        "--cluster", default=DEFAULT_CLUSTER, help=f"cluster name (default: {DEFAULT_CLUSTER})"
+    )
     run.add_argument("--label", action="append", type=label, default=[], metavar="KEY=VALUE")
     run.add_argument(
         "--heartbeat-interval",

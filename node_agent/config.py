@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgefleet_common.cluster import DEFAULT_CLUSTER
 from edgefleet_common.paths import state_dir
 
 DEFAULT_PORT = 7443
@@ -29,7 +30,7 @@ class NodeConfig:
     advertise: bool = True
     mdns_interfaces: tuple[str, ...] = ()
     """Addresses to advertise on; empty means every interface."""
-    cluster: str = "default"
+    cluster: str = DEFAULT_CLUSTER
     labels: Mapping[str, str] = field(default_factory=dict)
     heartbeat_interval_s: float = 1.0
     metrics_host: str = "127.0.0.1"

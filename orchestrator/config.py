@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgefleet_common.cluster import DEFAULT_CLUSTER
 from edgefleet_common.paths import state_dir
 from orchestrator.manifest import LOCAL_NODE
 
@@ -29,4 +30,4 @@ class ControllerConfig:
     mdns: bool = True
     mdns_interfaces: tuple[str, ...] = ()
     """Interface addresses to browse on; empty: every interface."""
-    cluster: str = "default"
+    cluster: str = DEFAULT_CLUSTER

@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from edgefleet_common.cluster import DEFAULT_CLUSTER
 from edgefleet_common.logs import configure_logging
 from edgefleet_common.paths import state_dir
 from orchestrator.cli.console import Consoles
@@ -69,7 +70,9 @@ def add_controller_options(parser: argparse.ArgumentParser) -> None:
         metavar="ADDRESS",
         help="browse only on this interface address (repeatable; default: all)",
     )
-    parser.add_argument("--cluster", default="default", help="cluster name (default: default)")
+    parser.add_argument(
+        "--cluster", default=DEFAULT_CLUSTER, help=f"cluster name (default: {DEFAULT_CLUSTER})"
+    )
     parser.add_argument("--local-node", default=LOCAL_NODE, help="node id single-device runs on")
     parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")

@@ -34,10 +34,11 @@ from orchestrator.cli.chat_command import stream_reply
 from orchestrator.cli.client import Controller, ControllerAddress
 from orchestrator.cli.console import Consoles
 from orchestrator.cli.controller_command import add_controller_options, config_from
+from orchestrator.cli.manifests import load_reporting
 from orchestrator.cli.status_command import print_status
 from orchestrator.config import ControllerConfig
 from orchestrator.errors import EdgeFleetError
-from orchestrator.manifest import LoadedManifest, ManifestError, load_file, load_text
+from orchestrator.manifest import LoadedManifest, load_text
 
 log = logging.getLogger("orchestrator")
 
@@ -200,12 +201,8 @@ def _interrupts() -> Iterator[threading.Event]:
 
 
 def _load(args: argparse.Namespace, consoles: Consoles) -> LoadedManifest | None:
-    try:
-        return load_file(args.filename) if args.filename else quickstart_manifest()
-    except ManifestError as exc:
-        for diagnostic in exc.diagnostics:
-            consoles.err.print(diagnostic.render(), markup=False)
-        return None
+    # The embedded quickstart is checked by the tests; a file is reported like `apply` does.
+    return load_reporting(args.filename, consoles) if args.filename else quickstart_manifest()
 
 
 def run(args: argparse.Namespace, consoles: Consoles) -> int:

@@ -10,10 +10,9 @@ from orchestrator.store.database import SCHEMA_VERSION, StoreError, Synchronous
 from orchestrator.store.events import DEFAULT_MAX_EVENTS, EventRow, Severity
 from orchestrator.store.nodes import DiscoveredBy, NodeRow
 from orchestrator.store.revisions import DeploymentRow, Revision
-from orchestrator.store.store import DEFAULT_CLUSTER_NAME, Store
+from orchestrator.store.store import Store
 
 __all__ = [
-    "DEFAULT_CLUSTER_NAME",
     "DEFAULT_MAX_EVENTS",
     "SCHEMA_VERSION",
     "DeploymentRow",

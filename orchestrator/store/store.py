@@ -8,6 +8,7 @@ from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from types import TracebackType
 
+from edgefleet_common.cluster import DEFAULT_CLUSTER
 from orchestrator.store import assignment as _assignment
 from orchestrator.store import events as _events
 from orchestrator.store import nodes as _nodes
@@ -18,8 +19,6 @@ from orchestrator.store.database import Database, StoreError, Synchronous
 from orchestrator.store.events import DEFAULT_MAX_EVENTS, EventRow, Severity
 from orchestrator.store.nodes import DiscoveredBy, NodeRow
 from orchestrator.store.revisions import DeploymentRow, Revision
-
-DEFAULT_CLUSTER_NAME = "default"
 
 
 class Store:
@@ -78,7 +77,7 @@ class Store:
                     _settings.set_meta(conn, "controller_id", controller_id)
                 stored_name = _settings.get_meta(conn, "cluster_name")
                 if stored_name is None:
-                    stored_name = cluster_name or DEFAULT_CLUSTER_NAME
+                    stored_name = cluster_name or DEFAULT_CLUSTER
                     _settings.set_meta(conn, "cluster_name", stored_name)
                 elif cluster_name is not None and cluster_name != stored_name:
                     raise StoreError(

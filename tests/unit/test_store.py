@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from edgefleet_common.cluster import DEFAULT_CLUSTER
 from orchestrator.errors import EdgeFleetError
 from orchestrator.store import (
-    DEFAULT_CLUSTER_NAME,
     DeploymentRow,
     EventRow,
     NodeAssignment,
@@ -76,7 +76,7 @@ def test_cluster_name_is_set_on_creation_and_checked_later(tmp_path: Path) -> No
     with pytest.raises(StoreError, match="belongs to cluster 'factory-7', not 'lab'"):
         Store.open(path, cluster_name="lab")
     with Store.open(tmp_path / "unnamed.sqlite") as store:
-        assert store.cluster_name == DEFAULT_CLUSTER_NAME
+        assert store.cluster_name == DEFAULT_CLUSTER
 
 
 def test_store_error_is_an_edgefleet_error() -> None:
