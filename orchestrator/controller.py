@@ -16,6 +16,7 @@ from orchestrator.config import ControllerConfig
 from orchestrator.discovery import MdnsDiscovery
 from orchestrator.events import EventLog
 from orchestrator.fleet.fleet import Fleet
+from orchestrator.gateway.escalation import Escalator
 from orchestrator.gateway.http import HttpServer
 from orchestrator.gateway.openai_api import OpenAiGateway
 from orchestrator.reconciler import Reconciler
@@ -46,6 +47,7 @@ class Controller:
         self._fleet: Fleet | None = None
         self._reconciler: Reconciler | None = None
         self._gateway: HttpServer | None = None
+        self._escalator: Escalator | None = None
         self.gateway_port = 0
 
     @property
@@ -79,7 +81,7 @@ class Controller:
             store, fleet, events, local_node=config.local_node
         )
         router = Router(fleet, lambda: reconciler.assignment, reconciler.deployments)
-        gateway_url = await self._start_gateway(router, reconciler)
+        gateway_url = await self._start_gateway(router, reconciler, events)
         server = grpc.aio.server(options=server_options())
         controller_pb2_grpc.add_ControllerServiceServicer_to_server(
             ControllerService(store, fleet, reconciler, events, router, gateway_url=gateway_url),
@@ -91,6 +93,8 @@ class Controller:
             store.close()
             if self._gateway is not None:
                 await self._gateway.close()
+            if self._escalator is not None:
+                await self._escalator.close()
             raise OSError(
                 f"cannot listen on {config.listen}: the address is in use (is another "
                 "controller running?) or not local"
@@ -114,16 +118,18 @@ class Controller:
             f"controller {__version__} serving at {self.address}; data in {config.data_dir}",
         )
 
-    async def _start_gateway(self, router: Router, reconciler: Reconciler) -> str:
+    async def _start_gateway(self, router: Router, reconciler: Reconciler, events: EventLog) -> str:
         """Serve the OpenAI-compatible gateway if configured; returns its base URL."""
         listen = self.config.gateway_listen
         if not listen:
             return ""
         host, _, port = listen.rpartition(":")
-        gateway = HttpServer(OpenAiGateway(router, reconciler.deployments).handle)
+        escalator = self._escalator = Escalator(events)
+        gateway = HttpServer(OpenAiGateway(router, reconciler.deployments, escalator).handle)
         try:
             self.gateway_port = await gateway.start(host.strip("[]"), int(port))
         except OSError as exc:
+            await escalator.close()
             if self.store is not None:
                 self.store.close()
             raise OSError(f"cannot serve the gateway on {listen}: {exc.strerror or exc}") from exc
@@ -150,6 +156,8 @@ class Controller:
         await self._health.enter_graceful_shutdown()
         if self._gateway is not None:
             await self._gateway.close()
+        if self._escalator is not None:
+            await self._escalator.close()
         if self._server is not None:
             await self._server.stop(SHUTDOWN_GRACE_S)
         if self._fleet is not None:

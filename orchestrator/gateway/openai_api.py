@@ -5,8 +5,10 @@ a model alias (the request goes straight to a runtime on a node that has it
 loaded). With no `model`, a task hint (`metadata.task`, or the
 `X-EdgeFleet-Task` header) picks the model whose `tasks` list it. Requests are
 routed to a ready replica and retried on another while nothing has reached the
-client; errors use OpenAI's error shape and status codes. Every response names
-the node that served it in `X-EdgeFleet-Node`.
+client; when no edge replica can serve and the deployment has an `escalation`,
+the request goes to that endpoint instead (`X-EdgeFleet-Node: escalation`,
+`X-EdgeFleet-Escalated: REASON`). Errors use OpenAI's error shape and status
+codes. Every response names the node that served it in `X-EdgeFleet-Node`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,15 @@ from typing import Any
 import grpc
 
 from edgefleet.v1 import common_pb2, node_pb2
+from orchestrator.gateway.escalation import (
+    ESCALATED_HEADER,
+    ESCALATION_NODE,
+    EscalationError,
+    Escalator,
+    escalated_body,
+    escalation_reason,
+    find_escalation,
+)
 from orchestrator.gateway.http import Request, Response
 from orchestrator.manifest import DesiredState
 from orchestrator.routing.replicas import TargetKind
@@ -77,7 +88,7 @@ def error_response(problem: ApiProblem) -> Response:
         }
     }
     headers = list(JSON)
-    if problem.status == 503:
+    if problem.status in (429, 503):
         headers.append(("retry-after", "1"))
     return Response(problem.status, json.dumps(body).encode(), headers)
 
@@ -92,9 +103,16 @@ def route_problem(error: RouteError) -> ApiProblem:
 class OpenAiGateway:
     """Answers the OpenAI API from the current deployments, through the router."""
 
-    def __init__(self, router: Router, deployments: Callable[[], Sequence[DesiredState]]) -> None:
+    def __init__(
+        self,
+        router: Router,
+        deployments: Callable[[], Sequence[DesiredState]],
+        escalator: Escalator | None = None,
+    ) -> None:
+        """Without an `escalator`, nothing escalates."""
         self._router = router
         self._deployments = deployments
+        self._escalator = escalator
 
     async def handle(self, request: Request) -> Response:
         """The HTTP handler."""
@@ -168,8 +186,12 @@ class OpenAiGateway:
         )
         chunks = self._router.invoke_agent(invoke, REQUEST_TIMEOUT_S)
         # The first chunk comes before the response starts: a failure until then is
-        # retried by the router or answered with a proper status code.
-        first = await _first(chunks)
+        # retried by the router, escalated, or answered with a proper status code.
+        try:
+            first = await _first(chunks)
+        except RouteError as error:
+            return await self._escalate(error, target, "agent", body)
+        self._edge_served(target, "agent")
         node = first.node_id if first is not None else ""
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         if stream:
@@ -255,9 +277,13 @@ class OpenAiGateway:
             served_by=served,
             user=body["user"] if isinstance(body.get("user"), str) else "",
         )
-        first = await _first(chunks)
+        try:
+            first = await _first(chunks)
+        except RouteError as error:
+            return await self._escalate(error, alias, "model", body)
         if first is None:
             raise ApiProblem(502, f"the runtime serving `{alias}` sent no response")
+        self._edge_served(alias, "model")
         node = served[0] if served else ""
         status = first.http_status or 200
         headers = [("content-type", first.content_type or "application/json"), (NODE_HEADER, node)]
@@ -267,6 +293,32 @@ class OpenAiGateway:
         async for chunk in chunks:
             data += chunk.data
         return Response(status, bytes(data), headers)
+
+    async def _escalate(
+        self, error: RouteError, target: str, kind: TargetKind, body: dict[str, Any]
+    ) -> Response:
+        """Send what the edge could not serve to the deployment's escalation endpoint;
+        re-raises `error` when the request must not escalate."""
+        spec, instructions = find_escalation(target, kind, self._deployments())
+        reason = escalation_reason(error, spec)
+        if reason is None or spec is None or self._escalator is None:
+            raise error
+        sent = escalated_body(body, spec.model, kind, instructions)
+        try:
+            response = await self._escalator.send(
+                spec, sent, target=target, kind=kind, reason=reason
+            )
+        except EscalationError as failed:
+            problem = ApiProblem(failed.status, f"{error}; {failed}", failed.code)
+            response = error_response(problem)
+            if failed.retry_after:
+                response.headers.append(("retry-after", failed.retry_after))
+        response.headers += [(NODE_HEADER, ESCALATION_NODE), (ESCALATED_HEADER, reason)]
+        return response
+
+    def _edge_served(self, target: str, kind: TargetKind) -> None:
+        if self._escalator is not None:
+            self._escalator.edge_served(target, kind)
 
 
 # -- request parsing ---------------------------------------------------------------------

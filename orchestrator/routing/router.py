@@ -3,6 +3,8 @@
 A request is retried on a different replica only while that is safe: nothing
 has reached the caller yet, and (for agents) no tool with side effects has
 started. Otherwise the caller gets a clear error saying the outcome is unknown.
+A failure that left nothing undone says why the edge could not serve
+(`RouteError.exhausted`), so the gateway can escalate it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 
@@ -46,8 +48,25 @@ CONNECTION_FAILURES = frozenset(
 """Errors that count against a replica's circuit (not refusals the node sent)."""
 
 
+Exhausted = Literal[
+    "no-ready-replica", "circuits-open", "queues-full", "replicas-failed", "retry-budget-spent"
+]
+"""Why no edge replica could serve a request that nothing has started to answer."""
+
+
 class RouteError(StatusError):
-    """No replica could serve the request; `code` is the gRPC status to answer with."""
+    """No replica could serve the request; `code` is the gRPC status to answer with.
+
+    `exhausted` is set only when the edge could not serve and nothing ran: the
+    request may go elsewhere. It stays None for a bad request, a deadline spent,
+    or an outcome that is unknown (an answer or a tool had started).
+    """
+
+    def __init__(
+        self, code: grpc.StatusCode, message: str, exhausted: Exhausted | None = None
+    ) -> None:
+        super().__init__(code, message)
+        self.exhausted = exhausted
 
 
 class Router:
@@ -82,12 +101,18 @@ class Router:
                 return deployment.coordination.strategy, deployment.coordination.session_affinity
         return CoordinationSpec().strategy, False
 
-    def order(self, target: str, kind: TargetKind, user: str = "") -> list[Candidate]:
+    def order(
+        self,
+        target: str,
+        kind: TargetKind,
+        user: str = "",
+        ready: Sequence[Candidate] | None = None,
+    ) -> list[Candidate]:
         """The replicas to try for one request, best first (open circuits left out)."""
         strategy, affinity = self.coordination(target)
-        return self.balancer.order(
-            target, self.ready(target, kind), strategy, user if affinity else ""
-        )
+        if ready is None:
+            ready = self.ready(target, kind)
+        return self.balancer.order(target, ready, strategy, user if affinity else "")
 
     async def invoke_agent(
         self, request: node_pb2.InvokeAgentRequest, timeout: float
@@ -141,11 +166,14 @@ class Router:
         so a request is never retried after a tool (with side effects or not) ran."""
         deadline = time.monotonic() + timeout
         tried: list[str] = []
+        refused_full = 0
         last_error = ""
         what = f"agent `{target}`" if kind == "agent" else f"model `{target}`"
         balancer = self.balancer
         balancer.request()
-        for candidate in self.order(target, kind, user):
+        ready = self.ready(target, kind)
+        ordered = self.order(target, kind, user, ready)
+        for candidate in ordered:
             link = self._fleet.get(candidate.node_id)
             if link is None or link.stub is None:
                 continue
@@ -154,6 +182,7 @@ class Router:
                     grpc.StatusCode.UNAVAILABLE,
                     f"{what} failed on {', '.join(tried)} ({last_error}) and the retry budget "
                     "is spent (too many failures across requests); not retried",
+                    "retry-budget-spent",
                 )
             tried.append(candidate.node_id)
             sent_any = False
@@ -183,6 +212,8 @@ class Router:
                     ) from exc
                 if exc.code() not in RETRIABLE:
                     raise RouteError(exc.code(), exc.details() or exc.code().name) from exc
+                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    refused_full += 1
                 log.info(
                     "retrying on another replica",
                     extra={"target": target, "failed": candidate.node_id},
@@ -192,8 +223,28 @@ class Router:
             if time.monotonic() >= deadline:
                 break
         if not tried:
-            raise RouteError(grpc.StatusCode.UNAVAILABLE, f"no ready replica of {what}")
+            if ready and not ordered:
+                raise RouteError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"no replica of {what} is reachable: every circuit is open "
+                    "after repeated connection failures",
+                    "circuits-open",
+                )
+            raise RouteError(
+                grpc.StatusCode.UNAVAILABLE, f"no ready replica of {what}", "no-ready-replica"
+            )
+        exhausted: Exhausted | None = None  # the request's deadline is spent: not elsewhere
+        if time.monotonic() < deadline:
+            exhausted = "queues-full" if refused_full == len(tried) else "replicas-failed"
+        if refused_full == len(tried):
+            raise RouteError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"every replica of {what} has a full queue (tried {', '.join(tried)}); "
+                "try again shortly",
+                exhausted,
+            )
         raise RouteError(
             grpc.StatusCode.UNAVAILABLE,
             f"every replica of {what} failed (tried {', '.join(tried)}; last: {last_error})",
+            exhausted,
         )
