@@ -2,7 +2,8 @@
 
 A handler raises; the decorator answers the call with the status code and message
 its `classify` function gives for the exception, or INTERNAL (logged with its
-traceback) for anything unforeseen. Cancellation and aborts pass through.
+traceback) for anything unforeseen. Cancellation and aborts pass through. Messages
+are cut to a size every client accepts.
 """
 
 from __future__ import annotations
@@ -19,9 +20,24 @@ Ctx: TypeAlias = Any
 """grpc.aio.ServicerContext (grpcio ships no type information)."""
 Classify = Callable[[Exception], "tuple[grpc.StatusCode, str] | None"]
 
+MAX_MESSAGE_BYTES = 4096
+"""Longest status message sent, as it travels (percent-encoded in a trailer). A message may
+quote a request's values, which can be megabytes; a client refuses trailers past 8-16 KiB
+and would report that instead of the status."""
+
 S = TypeVar("S")
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+
+
+def bounded(message: str, limit: int = MAX_MESSAGE_BYTES) -> str:
+    """`message`, cut to at most about `limit` bytes once percent-encoded for its trailer."""
+    size = 0
+    for index, char in enumerate(message[: limit + 1]):  # each character takes a byte or more
+        size += 1 if " " <= char <= "~" and char != "%" else 3 * len(char.encode())
+        if size > limit:
+            return f"{message[:index]} … [{len(message) - index} more characters]"
+    return message
 
 
 class StatusError(Exception):
@@ -45,9 +61,11 @@ class ErrorMapping:
         """Answer the call for `error`."""
         known = self._classify(error)
         if known is not None:
-            await context.abort(*known)
+            code, message = known
+            await context.abort(code, bounded(message))
         self._log.exception("unexpected error in an API call", exc_info=error)
-        await context.abort(grpc.StatusCode.INTERNAL, f"unexpected error {self._where}: {error!r}")
+        message = f"unexpected error {self._where}: {error!r}"
+        await context.abort(grpc.StatusCode.INTERNAL, bounded(message))
         raise AssertionError("context.abort returned")  # it raises; this tells type checkers
 
     def unary(

@@ -120,6 +120,8 @@ class ModelManager:
         self._limits = NodeLimits()
         self._lock = asyncio.Lock()
         self._sweeper: asyncio.Task[None] | None = None
+        self._change = asyncio.Event()
+        """Set (and replaced) on every change of a model's state."""
 
     # -- desired state ---------------------------------------------------------------
 
@@ -200,12 +202,7 @@ class ModelManager:
             self._start_load(alias)
         if slot.state != "ready" and timeout <= 0:
             raise RuntimeUnavailable(f"model `{alias}` is {slot.state}, not ready")
-        try:
-            await asyncio.wait_for(slot.ready.wait(), timeout)
-        except TimeoutError as exc:
-            raise RuntimeUnavailable(
-                f"model `{alias}` is {slot.state}, not ready within {timeout:.0f}s"
-            ) from exc
+        slot = await self._until_ready(alias, timeout)
         runtime = await self._runtimes.get(slot.runtime)
         slot.in_use += 1
         slot.last_used = time.monotonic()
@@ -214,6 +211,29 @@ class ModelManager:
         finally:
             slot.in_use -= 1
             slot.last_used = time.monotonic()
+
+    async def _until_ready(self, alias: str, timeout: float) -> ModelSlot:
+        """The model once it is ready. RuntimeUnavailable as soon as it fails (a request must
+        not wait out its deadline for a model that will not come), or after `timeout`;
+        NotFound if it is removed meanwhile. Unloaded meanwhile, it loads again."""
+        deadline = time.monotonic() + timeout
+        while True:
+            slot = self._slots.get(alias)
+            if slot is None:
+                raise NotFound(f"model `{alias}` was removed from this node")
+            if slot.ready.is_set():
+                return slot
+            if slot.state == "failed":
+                raise RuntimeUnavailable(f"model `{alias}` failed: {slot.reason}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeUnavailable(
+                    f"model `{alias}` is {slot.state}, not ready within {timeout:.0f}s"
+                )
+            if slot.state == "pending" and slot.task is None:
+                self._start_load(alias)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._change.wait(), left)
 
     def started_runtimes(self) -> dict[str, Runtime]:
         """Runtimes started so far, by name."""
@@ -418,4 +438,6 @@ class ModelManager:
     def _changed(self) -> None:
         ready = sum(1 for s in self._slots.values() if s.state == "ready")
         self._metrics.models_ready.set(ready)
+        self._change.set()
+        self._change = asyncio.Event()
         self._on_change()

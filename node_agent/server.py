@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -29,6 +29,7 @@ from node_agent.errors import (
     StaleGeneration,
     ToolNotAllowed,
 )
+from node_agent.models import ModelSlot
 from node_agent.wire import (
     MODEL_STATES,
     desired_from_proto,
@@ -173,6 +174,9 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
     ) -> AsyncIterator[node_pb2.ProxyModelChunk]:
         if not request.model:
             raise InvalidRequest("`model` is required")
+        if self.node.models.slot(request.model) is None:
+            # Checked before admission, which keeps figures (and metrics) per name it sees.
+            raise NotFound(f"model `{request.model}` is not on this node")
         async for part in self.node.proxy.forward(request.model, request.body, _timeout(context)):
             yield node_pb2.ProxyModelChunk(
                 http_status=part.http_status, content_type=part.content_type, data=part.data
@@ -182,8 +186,22 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
     async def LoadModel(
         self, request: node_pb2.LoadModelRequest, context: Ctx
     ) -> AsyncIterator[node_pb2.ModelProgress]:
-        await self.node.models.load_now(request.alias)
-        async for progress in self._progress(request.alias, until=("ready", "failed")):
+        before = self.node.models.slot(request.alias)
+        running = before.task if before is not None else None
+        slot = await self.node.models.load_now(request.alias)
+        started = slot.task is not None and slot.task is not running
+        failures = slot.failures
+
+        def settled(now: ModelSlot) -> bool:
+            # A load this call started ends with its own outcome. A model that failed and
+            # waits to retry has ended already: its next attempt is not this call's to await.
+            if now.state == "ready":
+                return now.task is None
+            return now.state == "failed" and (
+                now.task is None or not started or now.failures > failures
+            )
+
+        async for progress in self._progress(request.alias, settled):
             yield progress
 
     @streaming
@@ -193,7 +211,9 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         unloading = asyncio.create_task(self.node.models.unload_now(request.alias))
         try:
             async for progress in self._progress(
-                request.alias, until=("pending", "failed"), work=unloading
+                request.alias,
+                lambda now: now.state in ("pending", "failed") and now.task is None,
+                work=unloading,
             ):
                 yield progress
         finally:
@@ -208,8 +228,12 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             raise NodeStopping(f"edge-node `{self.node.config.node_id}` is shutting down")
 
     async def _progress(
-        self, alias: str, until: tuple[str, ...], work: asyncio.Task[Any] | None = None
+        self,
+        alias: str,
+        settled: Callable[[ModelSlot], bool],
+        work: asyncio.Task[Any] | None = None,
     ) -> AsyncIterator[node_pb2.ModelProgress]:
+        """The model's progress as it changes, until `settled` says it is done."""
         changes = self.node.changes
         seen = -1
         last: tuple[str, float, str] | None = None
@@ -231,5 +255,5 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
                     progress=slot.progress,
                     message=slot.reason,
                 )
-            if slot.state in until and slot.task is None:
+            if settled(slot):
                 return

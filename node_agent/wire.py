@@ -61,7 +61,9 @@ def _tool_config(text: str, agent: str) -> dict[str, dict[str, Any]]:
         return {}
     try:
         parsed = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except RecursionError:
+        raise InvalidRequest(f"agent `{agent}`: tool_config_json is nested too deeply") from None
+    except ValueError as exc:  # not JSON, or a number too long to convert
         raise InvalidRequest(f"agent `{agent}`: tool_config_json is not JSON: {exc}") from exc
     if not isinstance(parsed, dict) or not all(isinstance(v, dict) for v in parsed.values()):
         raise InvalidRequest(

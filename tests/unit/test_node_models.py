@@ -268,6 +268,56 @@ def test_a_request_waits_for_a_loading_model_up_to_its_deadline() -> None:
     run(scenario)
 
 
+def test_a_request_waiting_for_a_model_is_refused_as_soon_as_its_load_fails() -> None:
+    async def scenario() -> None:
+        harness = Harness()
+        harness.runtime.gate = asyncio.Event()
+        harness.runtime.failures_left["a"] = 1
+        await harness.want([model("a")])
+        await until(lambda: harness.state("a") == "loading", "loading")
+        waiting = asyncio.ensure_future(_use(harness.manager, "a", 60.0))
+        await asyncio.sleep(0.05)
+        harness.runtime.gate.set()
+        with pytest.raises(RuntimeUnavailable, match="does not fit on the disk"):
+            await asyncio.wait_for(waiting, 2.0)  # not after its 60 s
+        await harness.manager.close()
+
+    run(scenario)
+
+
+def test_a_model_unloaded_while_a_request_waits_loads_again_for_it() -> None:
+    async def scenario() -> None:
+        harness = Harness()
+        harness.runtime.gate = asyncio.Event()
+        await harness.want([model("a")])
+        await until(lambda: harness.state("a") == "loading", "loading")
+        waiting = asyncio.ensure_future(_use(harness.manager, "a", 60.0))
+        await asyncio.sleep(0.05)
+        await harness.manager.unload_now("a")
+        harness.runtime.gate.set()
+        assert await asyncio.wait_for(waiting, 2.0) == "http://127.0.0.1:9/a/v1"
+        assert harness.runtime.loads() == ["a", "a"]
+        await harness.manager.close()
+
+    run(scenario)
+
+
+def test_a_model_removed_while_a_request_waits_is_not_found() -> None:
+    async def scenario() -> None:
+        harness = Harness()
+        harness.runtime.gate = asyncio.Event()
+        await harness.want([model("a")])
+        await until(lambda: harness.state("a") == "loading", "loading")
+        waiting = asyncio.ensure_future(_use(harness.manager, "a", 60.0))
+        await asyncio.sleep(0.05)
+        await harness.want([])
+        with pytest.raises(NotFound, match="removed"):
+            await asyncio.wait_for(waiting, 2.0)
+        await harness.manager.close()
+
+    run(scenario)
+
+
 async def _use(manager: ModelManager, alias: str, timeout: float) -> str:
     async with manager.use(alias, timeout) as endpoint:
         return endpoint.base_url

@@ -101,6 +101,14 @@ def request_with(**agent: Any) -> node_pb2.ApplyStateRequest:
             "agent `triage`: tool_config_json is not JSON",
         ),
         (
+            request_with(tool_config_json="[" * 100_000 + "]" * 100_000),
+            "agent `triage`: tool_config_json is nested too deeply",
+        ),
+        (
+            request_with(tool_config_json='{"database": {"max_rows": ' + "9" * 5000 + "}}"),
+            "agent `triage`: tool_config_json is not JSON: Exceeds the limit",
+        ),
+        (
             request_with(tool_config_json='["database"]'),
             "agent `triage`: tool_config_json must map tool names to objects of settings",
         ),

@@ -1,0 +1,228 @@
+"""The node API's fuzz cases, what each method may answer, and the state they leave.
+
+No request may make the node load a model: aliases are ones no catalog serves,
+`runtime` is never a real runtime, and a `source` (which alone means a GGUF
+path for llama.cpp) is never a file that exists.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf.message import Message
+
+from edgefleet.v1 import common_pb2, node_pb2
+from node_agent.runtimes.base import RUNTIME_NAMES
+from tests.rpcfuzz.runner import DEFAULT_ALLOWED, Outcome, Policy
+from tests.rpcfuzz.values import U64, Hostile
+
+MODELS = ("fuzz-a", "fuzz-b", "fuzz-c")
+"""Model aliases no catalog serves (they fail at once, and never load)."""
+AGENTS = ("helper", "planner")
+TOOLS = ("time", "database", "calendar", "email")
+ROLES = ("system", "developer", "user", "assistant", "tool")
+NAMES = (*MODELS, *AGENTS, *TOOLS, *ROLES)
+LATE = 0.9
+"""Past this share of its cases, ApplyState also tries the largest generations (which leave
+no room for a newer one)."""
+
+_C = grpc.StatusCode
+_ANY = frozenset({_C.INVALID_ARGUMENT.name, _C.RESOURCE_EXHAUSTED.name})
+_ALLOWED = {
+    "GetInfo": {_C.OK},
+    "ApplyState": {_C.OK, _C.FAILED_PRECONDITION},
+    "WatchStatus": {_C.OK},
+    # No model can load, so no agent or model call succeeds: UNAVAILABLE is the node's
+    # documented answer for a model that failed or is not ready (RuntimeUnavailable).
+    "InvokeAgent": {_C.NOT_FOUND, _C.FAILED_PRECONDITION, _C.UNAVAILABLE},
+    "InvokeAgentUnary": {_C.NOT_FOUND, _C.FAILED_PRECONDITION, _C.UNAVAILABLE},
+    "ProxyModel": {_C.NOT_FOUND, _C.UNAVAILABLE},
+    "LoadModel": {_C.OK, _C.NOT_FOUND},
+    "UnloadModel": {_C.OK, _C.NOT_FOUND, _C.UNAVAILABLE},
+}
+
+
+def _maybe(hostile: Hostile, valid: str, share: float = 0.15) -> str:
+    return hostile.text() if hostile.rng.random() < share else valid
+
+
+def _no_runtime(text: str) -> str:
+    return "" if text in RUNTIME_NAMES else text
+
+
+def _no_file(text: str) -> str:
+    try:
+        exists = os.path.exists(os.path.expanduser(text))
+    except (ValueError, RuntimeError):
+        exists = False
+    return "" if exists else text
+
+
+@dataclass
+class NodeApi:
+    """NodeService for the runner; follows the generation and state the node accepted."""
+
+    service = node_pb2.DESCRIPTOR.services_by_name["NodeService"]
+    serial = frozenset({"ApplyState"})
+    generation: int = 0
+    """The newest generation the node accepted."""
+    accepted: node_pb2.ApplyStateRequest | None = None
+    """The request that brought it."""
+
+    def allowed(self, method: str) -> frozenset[str]:
+        """Status codes the method may answer with."""
+        return _ANY | {code.name for code in _ALLOWED.get(method, DEFAULT_ALLOWED)}
+
+    def policy(self, method: str, payload: bytes) -> Policy:
+        """WatchStatus never ends: its first snapshot is enough."""
+        return Policy.FIRST if method == "WatchStatus" else Policy.TO_END
+
+    def seed(self, method: str, hostile: Hostile) -> Message:
+        """A valid request of the method."""
+        rng = hostile.rng
+        if method == "ApplyState":
+            models = [common_pb2.ModelSpec(alias=a, tasks=["chat"]) for a in MODELS[:2]]
+            agents = [common_pb2.AgentSpec(name=AGENTS[0], model=MODELS[0], tools=["time"])]
+            return node_pb2.ApplyStateRequest(
+                generation=min(self.generation + 1, U64[-1]),
+                controller_id="fuzz",
+                state=node_pb2.NodeDesiredState(models=models, agents=agents),
+            )
+        if method in ("InvokeAgent", "InvokeAgentUnary"):
+            return node_pb2.InvokeAgentRequest(
+                agent=rng.choice(AGENTS),
+                messages=[common_pb2.ChatMessage(role="user", content="Hello?")],
+                options=common_pb2.GenerationOptions(max_tokens=8, temperature=0.0),
+                request_id="fuzz-1",
+            )
+        if method == "ProxyModel":
+            body = b'{"messages": [{"role": "user", "content": "Hi"}]}'
+            return node_pb2.ProxyModelRequest(model=rng.choice(MODELS), body=body)
+        if method in ("LoadModel", "UnloadModel"):
+            return node_pb2.LoadModelRequest(alias=rng.choice(MODELS))
+        if method == "WatchStatus":
+            return node_pb2.WatchStatusRequest(controller_id="fuzz")
+        return node_pb2.GetInfoRequest()
+
+    def structured(self, method: str, hostile: Hostile, progress: float) -> Message | None:
+        """A request with hostile values in the places the node looks at."""
+        if method == "ApplyState":
+            return self._apply(hostile, progress)
+        if method in ("InvokeAgent", "InvokeAgentUnary"):
+            return self._invoke(hostile)
+        if method == "ProxyModel":
+            return node_pb2.ProxyModelRequest(
+                model=_maybe(hostile, hostile.rng.choice(MODELS), 0.4),
+                body=hostile.data(),
+                request_id=_maybe(hostile, "", 0.3),
+            )
+        if method in ("LoadModel", "UnloadModel"):
+            return node_pb2.LoadModelRequest(alias=_maybe(hostile, hostile.rng.choice(MODELS), 0.4))
+        return None
+
+    def _apply(self, hostile: Hostile, progress: float) -> node_pb2.ApplyStateRequest:
+        rng = hostile.rng
+        aliases = rng.sample(MODELS, rng.choice([0, 1, 1, 2, 3]))
+        if aliases and rng.random() < 0.05:
+            aliases.append(aliases[0])
+        models = [self._model(hostile, a) for a in aliases]
+        agents = [
+            self._agent(hostile, name, rng.choice(aliases) if aliases else "")
+            for name in rng.sample(AGENTS, rng.choice([0, 1, 1, 2]))
+        ]
+        if agents and rng.random() < 0.05:
+            agents.append(agents[0])
+        limits = common_pb2.ResourceLimits()
+        if rng.random() < 0.3:
+            hostile.fill(limits)
+        request = node_pb2.ApplyStateRequest(
+            generation=self._generation(hostile, progress),
+            controller_id=_maybe(hostile, "fuzz", 0.2),
+            state=node_pb2.NodeDesiredState(models=models, agents=agents, limits=limits),
+        )
+        if rng.random() < 0.05:
+            request.ClearField("state")
+        return request
+
+    def _generation(self, hostile: Hostile, progress: float) -> int:
+        return min(self._pick_generation(hostile, progress), U64[-1])
+
+    def _pick_generation(self, hostile: Hostile, progress: float) -> int:
+        rng, pick = hostile.rng, hostile.rng.random()
+        if pick < 0.7:
+            return self.generation + 1
+        if pick < 0.8:
+            return self.generation
+        if pick < 0.85:
+            return max(self.generation - 1, 0)
+        if pick < 0.9:
+            return 0
+        extremes = U64 if progress > LATE else [g for g in U64 if g < 2**40]
+        return self.generation + rng.randrange(2, 1000) if pick < 0.95 else rng.choice(extremes)
+
+    def _model(self, hostile: Hostile, alias: str) -> common_pb2.ModelSpec:
+        rng = hostile.rng
+        spec = common_pb2.ModelSpec(alias=_maybe(hostile, alias, 0.1))
+        if rng.random() < 0.15:
+            spec.runtime = _no_runtime(hostile.text())
+        if rng.random() < 0.15:
+            spec.source = _no_file(hostile.text())
+        if rng.random() < 0.15:
+            spec.quantization = hostile.text()
+        if rng.random() < 0.15:
+            spec.memory_bytes = rng.choice(U64)
+        spec.tasks.extend(hostile.text() for _ in range(rng.choice([0, 0, 1, 2])))
+        return spec
+
+    def _agent(self, hostile: Hostile, name: str, model: str) -> common_pb2.AgentSpec:
+        rng = hostile.rng
+        return common_pb2.AgentSpec(
+            name=_maybe(hostile, name, 0.1),
+            model=_maybe(hostile, model, 0.1),
+            tools=[_maybe(hostile, t, 0.1) for t in rng.sample(TOOLS, rng.choice([0, 1, 2]))],
+            instructions=_maybe(hostile, "Answer briefly.", 0.2),
+            tasks=[hostile.text() for _ in range(rng.choice([0, 0, 1]))],
+            tool_config_json=hostile.json() if rng.random() < 0.2 else "",
+        )
+
+    def _invoke(self, hostile: Hostile) -> node_pb2.InvokeAgentRequest:
+        rng = hostile.rng
+        messages = [
+            common_pb2.ChatMessage(
+                role=_maybe(hostile, rng.choice(ROLES), 0.2),
+                content=_maybe(hostile, "Hello?", 0.3),
+                name=_maybe(hostile, "", 0.1),
+                tool_call_id=_maybe(hostile, "", 0.1),
+            )
+            for _ in range(rng.choice([0, 1, 1, 2, 5]))
+        ]
+        for message in messages:
+            if rng.random() < 0.1:
+                hostile.fill(message.tool_calls.add())
+        options = common_pb2.GenerationOptions()
+        if rng.random() < 0.4:
+            hostile.fill(options)
+        generation = rng.choice([0, 0, 0, self.generation, min(self.generation + 1, U64[-1]), *U64])
+        return node_pb2.InvokeAgentRequest(
+            agent=_maybe(hostile, rng.choice(AGENTS), 0.3),
+            messages=messages,
+            options=options,
+            request_id=_maybe(hostile, "", 0.2),
+            generation=generation,
+        )
+
+    def tame(self, method: str, message: Message, hostile: Hostile, progress: float) -> Message:
+        """An ApplyState's generation as for structured ones (the largest only late)."""
+        if isinstance(message, node_pb2.ApplyStateRequest) and hostile.rng.random() < 0.8:
+            message.generation = self._generation(hostile, progress)
+        return message
+
+    def observe(self, outcome: Outcome) -> None:
+        """Follow the accepted applies."""
+        request = node_pb2.ApplyStateRequest.FromString(outcome.case.payload)
+        response = node_pb2.ApplyStateResponse.FromString(outcome.responses[0])
+        assert response.generation == request.generation, (request.generation, response)
+        if request.generation > self.generation:
+            self.generation, self.accepted = request.generation, request
