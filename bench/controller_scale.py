@@ -226,6 +226,11 @@ def start_controller(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
             "--no-mdns",
             "--gateway-listen",
             "off",
+            # The simulated nodes serve plaintext gRPC (no certificates): this measures
+            # scheduling and status handling, not TLS.
+            "--insecure",
+            "--join-listen",
+            "off",
             "--log-level",
             "warning",
         ],

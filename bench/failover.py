@@ -47,8 +47,9 @@ import grpc
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.e2e.lab_fleet import LabFleet, Traffic, failures, lab_fleet, wait_for  # noqa: E402
+from tests.e2e.lab_fleet import LabFleet, Traffic, failures, lab_fleet  # noqa: E402
 from tests.netlab import Lab, lab_available  # noqa: E402
+from tests.polling import wait_for  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "failover.json"
 PREFERRED = {"n1", "n2"}

@@ -1,7 +1,8 @@
-"""Finding a free TCP port to listen on."""
+"""Listen addresses: a free TCP port, and whether an address is loopback only."""
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 
@@ -11,3 +12,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         probe.bind((host, 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a `HOST:PORT` listen address is on loopback only (`localhost` counts)."""
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -20,13 +21,22 @@ from google.protobuf.json_format import MessageToDict
 from edgefleet.v1 import node_pb2, node_pb2_grpc
 from edgefleet_common.cluster import DEFAULT_CLUSTER
 from edgefleet_common.grpc_transport import client_options
+from edgefleet_common.join_token import TOKEN_ENV, JoinToken, TokenFormatError
 from edgefleet_common.logs import configure_logging
+from edgefleet_common.pki import DEFAULT_JOIN_PORT, Credentials, PkiError, fingerprint, load_cert
 from edgefleet_common.version import __version__
 from node_agent.capacity import read_capacity
 from node_agent.catalog import Catalog
 from node_agent.config import DEFAULT_METRICS_PORT, DEFAULT_PORT, NodeConfig, default_data_dir
 from node_agent.daemon import Node
 from node_agent.errors import NodeError
+from node_agent.node_trust import (
+    JoinError,
+    ServingCredentials,
+    join,
+    load_credentials,
+    unjoined_credentials,
+)
 from node_agent.runtimes.registry import runtime_class
 
 log = logging.getLogger("node_agent")
@@ -107,6 +117,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--llama-threads", type=int, default=1, help="llama.cpp threads per model")
     run.add_argument("--llama-context", type=int, default=2048, help="llama.cpp context size")
+    run.add_argument(
+        "--join",
+        metavar="TOKEN",
+        default=os.environ.get(TOKEN_ENV) or None,
+        help=f"join the cluster with this token (or ${TOKEN_ENV}; from `edgectl token create`)",
+    )
+    run.add_argument(
+        "--controller",
+        metavar="HOST:PORT",
+        help=f"the controller's join endpoint (default port {DEFAULT_JOIN_PORT}); needed "
+        "with --join",
+    )
+    run.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve the node API without TLS or authentication (labs only: anyone who "
+        "reaches the port can command this node)",
+    )
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     run.add_argument("--log-format", default="text", choices=("text", "json"))
     run.set_defaults(run=run_daemon)
@@ -150,10 +178,10 @@ def config_from(args: argparse.Namespace) -> NodeConfig:
     )
 
 
-async def _serve(config: NodeConfig) -> None:
+async def _serve(config: NodeConfig, serving: ServingCredentials | None) -> None:
     from node_agent.server import NodeService  # the servicer imports the whole node stack
 
-    node = Node(config)
+    node = Node(config, serving=serving)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -166,12 +194,61 @@ async def _serve(config: NodeConfig) -> None:
         await node.close()
 
 
+def membership(args: argparse.Namespace, config: NodeConfig) -> Credentials:
+    """The node's certificate: the saved one, or a new one from joining with `--join`."""
+    saved = load_credentials(config.data_dir, config.node_id)
+    token = JoinToken.parse(args.join) if args.join else None
+    if saved is not None and (
+        token is None or fingerprint(load_cert(saved.ca_pem)) == token.ca_fingerprint
+    ):
+        return saved
+    if token is None:
+        raise JoinError(
+            f"node {config.node_id} has not joined a cluster: start it once with --join TOKEN "
+            "--controller HOST:PORT (`edgectl token create` on the controller makes a token), "
+            "or run it with --insecure"
+        )
+    if not args.controller:
+        raise JoinError("--join needs --controller HOST:PORT (the controller's join endpoint)")
+    address = (
+        args.controller if ":" in args.controller else f"{args.controller}:{DEFAULT_JOIN_PORT}"
+    )
+    joined = join(config.node_id, token, address, config.data_dir)
+    log.info(
+        "joined the cluster",
+        extra={
+            "controller": address,
+            "not_after": f"{joined.cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}",
+        },
+    )
+    return joined
+
+
 def run_daemon(args: argparse.Namespace) -> int:
     """`edge-node run`."""
     configure_logging(args.log_level, args.log_format)
     config = config_from(args)
+    serving = None
+    if not args.insecure:
+        try:
+            serving = ServingCredentials(membership(args, config))
+        except (JoinError, PkiError, TokenFormatError) as exc:
+            # Serve anyway, with a certificate nobody trusts: the controller lists this
+            # node as untrusted (an operator sees it), and it receives nothing.
+            log.error(
+                "edge-node is not a member of a cluster; it serves, but no controller will "
+                "trust it until it joins",
+                extra={"error": str(exc)},
+            )
+            serving = ServingCredentials(unjoined_credentials(config.node_id))
+            serving.joined = False
+    if args.insecure:
+        log.warning(
+            "INSECURE: the node API has no TLS and no authentication; anyone who reaches "
+            f"{config.listen_host}:{config.listen_port} can command this node"
+        )
     try:
-        asyncio.run(_serve(config))
+        asyncio.run(_serve(config, serving))
     except (NodeError, OSError) as exc:
         log.error("edge-node cannot run", extra={"error": str(exc)})
         return 1
@@ -216,7 +293,11 @@ def run_info(args: argparse.Namespace) -> int:
         info = _remote_info(args.node) if args.node else _local_info(args.catalog)
     except grpc.RpcError as exc:
         details = " ".join(str(exc.details() or exc.code()).split())  # one line
-        print(f"edge-node: cannot reach the node at {args.node}: {details}", file=sys.stderr)
+        print(
+            f"edge-node: cannot reach the node at {args.node}: {details} (a node that is a "
+            "cluster member answers only its controller: use `edgectl describe node ID`)",
+            file=sys.stderr,
+        )
         return 3
     except NodeError as exc:
         print(f"edge-node: {exc}", file=sys.stderr)

@@ -26,6 +26,7 @@ from node_agent.mdns import Advertiser, NodeAdvert, local_addresses
 from node_agent.metrics import NodeMetrics
 from node_agent.model_proxy import ModelProxy
 from node_agent.models import ModelManager, RuntimeFactory
+from node_agent.node_trust import ControllerOnly, ServingCredentials, keep_renewed
 from node_agent.runtimes.base import RUNTIME_NAMES, Runtime, StateListener
 from node_agent.runtimes.registry import create_runtime
 from node_agent.state_file import StateFile
@@ -51,8 +52,16 @@ def catalog_runtime_factory(catalog: Catalog, config: NodeConfig) -> RuntimeFact
 class Node:
     """One edge node: models, agents, admission, local state, and the APIs it serves."""
 
-    def __init__(self, config: NodeConfig, runtime_factory: RuntimeFactory | None = None) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        runtime_factory: RuntimeFactory | None = None,
+        serving: ServingCredentials | None = None,
+    ) -> None:
+        """`serving`: the node's certificate for mutual TLS; None serves plaintext
+        (`--insecure`, and in-process tests)."""
         self.config = config
+        self.serving = serving
         self.changes = ChangeSignal()
         self.metrics = NodeMetrics()
         self.catalog = Catalog.load(config.catalog_file)
@@ -76,6 +85,7 @@ class Node:
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._advertiser: Advertiser | None = None
+        self._renewal: asyncio.Task[None] | None = None
 
     # -- desired state ---------------------------------------------------------------
 
@@ -235,15 +245,26 @@ class Node:
         """Restore saved state, then serve the node API, metrics and the mDNS advert."""
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         await self.restore()
-        server = grpc.aio.server(options=server_options(), interceptors=[MalformedRequests()])
+        interceptors: list[object] = [MalformedRequests()]
+        if self.serving is not None:
+            interceptors.insert(0, ControllerOnly())
+        server = grpc.aio.server(options=server_options(), interceptors=interceptors)
         node_pb2_grpc.add_NodeServiceServicer_to_server(servicer_factory(self), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         address = f"{self.config.listen_host}:{self.config.listen_port}"
-        self.port = server.add_insecure_port(address)
+        if self.serving is None:
+            self.port = server.add_insecure_port(address)
+        else:
+            self.port = server.add_secure_port(address, self.serving.server_credentials())
         if not self.port:
             raise OSError(f"cannot listen on {address}: the address is in use or not local")
         await server.start()
         self._server = server
+        if self.serving is not None and self.serving.joined:
+            self._renewal = asyncio.create_task(
+                keep_renewed(self.config.node_id, self.config.data_dir, self.serving),
+                name="certificate renewal",
+            )
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self._health.set("edgefleet.v1.NodeService", health_pb2.HealthCheckResponse.SERVING)
         if self.config.metrics_port is not None:
@@ -290,6 +311,8 @@ class Node:
         unload models."""
         self.stopping = True
         self.changes.bump()  # wakes the status streams, which see `stopping` and end
+        if self._renewal is not None:
+            self._renewal.cancel()
         steps: list[tuple[str, Callable[[], Awaitable[object]]]] = []
         if self._advertiser is not None:
             steps.append(("mdns goodbye", self._advertiser.close))

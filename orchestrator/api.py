@@ -26,6 +26,7 @@ from orchestrator.reconciler import Reconciler
 from orchestrator.routing.router import Router
 from orchestrator.scheduler import Plan, check_conflicts
 from orchestrator.store import EventRow, Revision, Store
+from orchestrator.trust.admin import TrustAdmin
 from orchestrator.views import (
     agent_views,
     deployment_views,
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 CHAT_TIMEOUT_S = 300.0
 RECENT_EVENTS = 10
+MAX_EVENT_ID = 2**63 - 1
+"""Event ids are SQLite row ids (signed 64-bit)."""
 
 _SEVERITIES = {
     "info": controller_pb2.Event.SEVERITY_INFO,
@@ -92,7 +95,10 @@ class ControllerService(controller_pb2_grpc.ControllerServiceServicer):
         router: Router,
         *,
         gateway_url: str = "",
+        trust: TrustAdmin | None = None,
     ) -> None:
+        """`trust` answers the credential calls (FAILED_PRECONDITION without it)."""
+        self._trust = trust or TrustAdmin(None, fleet, events)
         self._store = store
         self._fleet = fleet
         self._reconciler = reconciler
@@ -327,6 +333,32 @@ class ControllerService(controller_pb2_grpc.ControllerServiceServicer):
             gateway_url=self._gateway_url,
         )
 
+    # -- trust -----------------------------------------------------------------------
+
+    @unary
+    async def CreateCredential(
+        self, request: controller_pb2.CreateCredentialRequest, context: Ctx
+    ) -> controller_pb2.CreateCredentialResponse:
+        return self._trust.create(request)
+
+    @unary
+    async def ListCredentials(
+        self, request: controller_pb2.ListCredentialsRequest, context: Ctx
+    ) -> controller_pb2.ListCredentialsResponse:
+        return self._trust.list(request)
+
+    @unary
+    async def RevokeCredential(
+        self, request: controller_pb2.RevokeCredentialRequest, context: Ctx
+    ) -> controller_pb2.RevokeCredentialResponse:
+        return self._trust.revoke(request)
+
+    @unary
+    async def RevokeNode(
+        self, request: controller_pb2.RevokeNodeRequest, context: Ctx
+    ) -> controller_pb2.RevokeNodeResponse:
+        return self._trust.revoke_node(request)
+
     @unary
     async def ListNodes(
         self, request: controller_pb2.ListNodesRequest, context: Ctx
@@ -349,6 +381,11 @@ class ControllerService(controller_pb2_grpc.ControllerServiceServicer):
     async def WatchEvents(
         self, request: controller_pb2.WatchEventsRequest, context: Ctx
     ) -> AsyncIterator[controller_pb2.Event]:
+        if request.after_id > MAX_EVENT_ID:
+            raise ApiError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"after_id {request.after_id} is past the largest event id, {MAX_EVENT_ID}",
+            )
         if not request.follow:
             rows = self._store.events(
                 after_id=request.after_id,

@@ -8,10 +8,12 @@ from pathlib import Path
 
 from edgefleet_common.cluster import DEFAULT_CLUSTER
 from edgefleet_common.paths import state_dir
+from edgefleet_common.pki import DEFAULT_JOIN_PORT
 from orchestrator.manifest import LOCAL_NODE
 
 DEFAULT_CONTROLLER_ADDRESS = "127.0.0.1:7440"
 DEFAULT_GATEWAY_ADDRESS = "127.0.0.1:7480"
+DEFAULT_JOIN_ADDRESS = f"0.0.0.0:{DEFAULT_JOIN_PORT}"
 CONTROLLER_ENV = "EDGEFLEET_CONTROLLER"
 
 
@@ -31,3 +33,8 @@ class ControllerConfig:
     mdns_interfaces: tuple[str, ...] = ()
     """Interface addresses to browse on; empty: every interface."""
     cluster: str = DEFAULT_CLUSTER
+    insecure: bool = False
+    """Plaintext to nodes, no CA, no API keys (labs only)."""
+    join_listen: str | None = DEFAULT_JOIN_ADDRESS
+    """Where nodes join (TLS); None: no join endpoint."""
+    node_cert_lifetime_s: float = 24 * 3600.0

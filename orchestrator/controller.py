@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -10,7 +12,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from edgefleet.v1 import controller_pb2_grpc
 from edgefleet_common.grpc_transport import client_options, server_options
+from edgefleet_common.ports import is_loopback
 from edgefleet_common.version import __version__
+from node_agent.malformed import MalformedRequests
 from orchestrator.api import ControllerService
 from orchestrator.config import ControllerConfig
 from orchestrator.discovery import MdnsDiscovery
@@ -22,6 +26,8 @@ from orchestrator.gateway.openai_api import OpenAiGateway
 from orchestrator.reconciler import Reconciler
 from orchestrator.routing.router import Router
 from orchestrator.store import Store
+from orchestrator.trust.admin import TrustAdmin
+from orchestrator.trust.cluster_trust import ClusterTrust
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +35,9 @@ STORE_FILE = "controller.db"
 SHUTDOWN_GRACE_S = 3.0
 
 
-def insecure_channel(address: str) -> Any:
-    """A plain gRPC channel to a node, with the keepalive that detects partitions."""
+def insecure_channel(node_id: str, address: str) -> Any:
+    """A plain gRPC channel to a node (`--insecure`), with the keepalive that detects
+    partitions."""
     return grpc.aio.insecure_channel(address, options=client_options())
 
 
@@ -49,6 +56,10 @@ class Controller:
         self._gateway: HttpServer | None = None
         self._escalator: Escalator | None = None
         self.gateway_port = 0
+        self.trust: ClusterTrust | None = None
+        """The cluster CA, tokens and keys (None with `--insecure`)."""
+        self._join_server: Any = None
+        self.join_port = 0
 
     @property
     def fleet(self) -> Fleet:
@@ -68,11 +79,25 @@ class Controller:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         store = self.store = Store.open(config.data_dir / STORE_FILE)
         events = EventLog(store)
+        if not config.insecure and not is_loopback(config.listen):
+            store.close()
+            raise OSError(
+                f"the controller API would listen on {config.listen}, off this machine, with "
+                "no client authentication: keep it on loopback (use edgectl over SSH) or "
+                "run with --insecure"
+            )
+        if config.insecure:
+            log.warning(
+                "INSECURE: nodes are commanded in plaintext without certificates, and the "
+                "gateway asks no API key; anyone on the network can command the nodes"
+            )
+        trust = self.trust = None if config.insecure else self._open_trust(store)
         # The fleet and the reconciler call each other; the fleet's callbacks run only
         # once both exist.
         fleet = self._fleet = Fleet(
             controller_id=store.controller_id,
-            channel_factory=insecure_channel,
+            channel_factory=insecure_channel if trust is None else trust.node_channel,
+            revoked=dict if trust is None else trust.revoked,
             events=events,
             failure_timeout=lambda: reconciler.failure_timeout_s,
             on_change=lambda: reconciler.trigger(),
@@ -82,9 +107,17 @@ class Controller:
         )
         router = Router(fleet, lambda: reconciler.assignment, reconciler.deployments)
         gateway_url = await self._start_gateway(router, reconciler, events)
-        server = grpc.aio.server(options=server_options())
+        server = grpc.aio.server(options=server_options(), interceptors=[MalformedRequests()])
         controller_pb2_grpc.add_ControllerServiceServicer_to_server(
-            ControllerService(store, fleet, reconciler, events, router, gateway_url=gateway_url),
+            ControllerService(
+                store,
+                fleet,
+                reconciler,
+                events,
+                router,
+                gateway_url=gateway_url,
+                trust=TrustAdmin(trust, fleet, events),
+            ),
             server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -101,6 +134,10 @@ class Controller:
             )
         await server.start()
         self._server = server
+        if trust is not None and config.join_listen:
+            self._join_server, self.join_port = await trust.serve_join(
+                config.join_listen, events, self._rejoined
+            )
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         for node_id, address in sorted(config.static_nodes.items()):
             await fleet.add(node_id, address, "static")
@@ -118,23 +155,54 @@ class Controller:
             f"controller {__version__} serving at {self.address}; data in {config.data_dir}",
         )
 
+    def _open_trust(self, store: Store) -> ClusterTrust:
+        """The cluster CA and the controller's identity (made on first start)."""
+        trust = ClusterTrust(
+            self.config.data_dir,
+            store,
+            node_cert_lifetime=timedelta(seconds=self.config.node_cert_lifetime_s),
+        )
+        token_file = trust.ensure_token_file()
+        log.info(
+            "cluster CA ready",
+            extra={"ca_fingerprint": trust.ca.fingerprint, "join_token_file": str(token_file)},
+        )
+        return trust
+
+    def _rejoined(self, node_id: str) -> None:
+        fleet = self._fleet
+        if fleet is not None:
+            asyncio.get_running_loop().create_task(fleet.rejoined(node_id))
+
     async def _start_gateway(self, router: Router, reconciler: Reconciler, events: EventLog) -> str:
         """Serve the OpenAI-compatible gateway if configured; returns its base URL."""
         listen = self.config.gateway_listen
         if not listen:
             return ""
         host, _, port = listen.rpartition(":")
+        trust = self.trust
+        # Off loopback, the gateway speaks HTTPS (a certificate from the cluster CA) and
+        # admits only requests with an API key; on loopback, the box's own users are trusted.
+        guarded = trust is not None and not is_loopback(listen)
+        tls = trust.gateway_tls(host.strip("[]")) if trust is not None and guarded else None
         escalator = self._escalator = Escalator(events)
-        gateway = HttpServer(OpenAiGateway(router, reconciler.deployments, escalator).handle)
+        gateway = HttpServer(
+            OpenAiGateway(
+                router,
+                reconciler.deployments,
+                escalator,
+                api_keys=trust.book.check_api_key if trust is not None and guarded else None,
+            ).handle
+        )
         try:
-            self.gateway_port = await gateway.start(host.strip("[]"), int(port))
+            self.gateway_port = await gateway.start(host.strip("[]"), int(port), tls)
         except OSError as exc:
             await escalator.close()
             if self.store is not None:
                 self.store.close()
             raise OSError(f"cannot serve the gateway on {listen}: {exc.strerror or exc}") from exc
         self._gateway = gateway
-        return f"http://{host}:{self.gateway_port}/v1"
+        return f"{'https' if tls else 'http'}://{host}:{self.gateway_port}/v1"
 
     @property
     def address(self) -> str:
@@ -160,6 +228,8 @@ class Controller:
             await self._escalator.close()
         if self._server is not None:
             await self._server.stop(SHUTDOWN_GRACE_S)
+        if self._join_server is not None:
+            await self._join_server.stop(SHUTDOWN_GRACE_S)
         if self._fleet is not None:
             await self._fleet.close()
         if self.store is not None:

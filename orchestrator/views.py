@@ -47,12 +47,18 @@ def _copy_replica_stats(
     return True
 
 
+def _reason(link: NodeLink) -> str:
+    if link.health == "ready":
+        return ""
+    return link.distrust if link.health == "untrusted" else link.reason
+
+
 def node_view(link: NodeLink, assigned: NodeDesired | None) -> controller_pb2.NodeView:
     """One node: health, address, generations, and what it reports running."""
     view = controller_pb2.NodeView(
         id=link.node_id,
         state=NODE_STATES[link.health],
-        reason="" if link.health == "ready" else link.reason,
+        reason=_reason(link),
         address=link.address,
         state_since=timestamp(link.health_since),
         generation=assigned.generation if assigned else 0,

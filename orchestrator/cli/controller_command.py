@@ -16,12 +16,25 @@ from orchestrator.cli.console import Consoles
 from orchestrator.config import (
     DEFAULT_CONTROLLER_ADDRESS,
     DEFAULT_GATEWAY_ADDRESS,
+    DEFAULT_JOIN_ADDRESS,
     ControllerConfig,
 )
 from orchestrator.errors import EdgeFleetError
 from orchestrator.manifest import LOCAL_NODE
+from orchestrator.manifest.units import parse_duration
 
 log = logging.getLogger("orchestrator")
+
+
+def duration_seconds(text: str) -> float:
+    """`90s`, `15m`, `24h` (or plain seconds) → seconds."""
+    try:
+        seconds = parse_duration(float(text) if text.replace(".", "", 1).isdigit() else text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"`{text}`: {exc}") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"`{text}`: must be more than zero")
+    return seconds
 
 
 def node_option(text: str) -> tuple[str, str]:
@@ -75,6 +88,25 @@ def add_controller_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--local-node", default=LOCAL_NODE, help="node id single-device runs on")
     parser.add_argument(
+        "--join-listen",
+        default=DEFAULT_JOIN_ADDRESS,
+        metavar="HOST:PORT|off",
+        help=f"where nodes join with a token (TLS; default {DEFAULT_JOIN_ADDRESS})",
+    )
+    parser.add_argument(
+        "--node-cert-lifetime",
+        type=duration_seconds,
+        default=24 * 3600.0,
+        metavar="DURATION",
+        help="lifetime of node certificates, renewed at two thirds (default 24h)",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="talk to nodes in plaintext and serve the gateway without API keys "
+        "(labs only: anyone on the network can command the nodes)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
     parser.add_argument("--log-format", default="text", choices=("text", "json"))
@@ -103,6 +135,9 @@ def config_from(args: argparse.Namespace, data_dir: Path | None = None) -> Contr
         mdns=args.mdns,
         mdns_interfaces=tuple(args.mdns_interface),
         cluster=args.cluster,
+        insecure=args.insecure,
+        join_listen=None if args.join_listen == "off" else args.join_listen,
+        node_cert_lifetime_s=args.node_cert_lifetime,
     )
 
 

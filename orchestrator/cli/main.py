@@ -13,6 +13,7 @@ from orchestrator.cli import (
     apply_command,
     chat_command,
     controller_command,
+    credential_commands,
     delete_command,
     describe_command,
     diff_command,
@@ -42,6 +43,7 @@ COMMANDS = (
     rollback_command,
     chat_command,
     controller_command,
+    credential_commands,
     schema_command,
 )
 

@@ -29,6 +29,9 @@ LIST_FORMATS = ("table", "wide", "json", "yaml")
 
 _STYLES = {
     "ready": "green",
+    "active": "green",
+    "revoked": "red",
+    "expired": "dim",
     "pending": "yellow",
     "loading": "yellow",
     "starting": "yellow",

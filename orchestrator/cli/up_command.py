@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from typing import Any
 
 from edgefleet.v1 import common_pb2, controller_pb2
 from edgefleet_common.child_process import die_with_parent
+from edgefleet_common.join_token import TOKEN_ENV
 from edgefleet_common.logs import configure_logging
 from edgefleet_common.paths import state_dir
 from edgefleet_common.ports import free_port
@@ -36,7 +38,7 @@ from orchestrator.cli.console import Consoles
 from orchestrator.cli.controller_command import add_controller_options, config_from
 from orchestrator.cli.manifests import load_reporting
 from orchestrator.cli.status_command import print_status
-from orchestrator.config import ControllerConfig
+from orchestrator.config import DEFAULT_JOIN_ADDRESS, ControllerConfig
 from orchestrator.errors import EdgeFleetError
 from orchestrator.manifest import LoadedManifest, load_text
 
@@ -115,6 +117,14 @@ class _ControllerThread:
         self._started.set()
         self._loop.run_forever()
 
+    def join(self) -> tuple[str, str] | None:
+        """(join endpoint, a join token) for the local node; None with `--insecure`."""
+        trust = self._controller.trust
+        if trust is None:
+            return None
+        token = trust.token_file.read_text().strip()
+        return f"127.0.0.1:{self._controller.join_port}", token
+
     def stop(self) -> None:
         """Stop the controller and its loop."""
         if not self._thread.is_alive():
@@ -138,8 +148,9 @@ class _LocalNode:
         self._catalog = catalog
         self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        """Spawn the daemon, its output going to its log file."""
+    def start(self, join: tuple[str, str] | None) -> None:
+        """Spawn the daemon, its output going to its log file; it joins the local cluster
+        with `join` (endpoint, token), or runs `--insecure` without it."""
         command = [
             sys.executable,
             "-m",
@@ -157,10 +168,20 @@ class _LocalNode:
         ]
         if self._catalog is not None:
             command += ["--catalog", str(self._catalog)]
+        environment = dict(os.environ)
+        if join is None:
+            command.append("--insecure")
+        else:
+            # The token goes by environment, not argv: other users can read argv.
+            command += ["--controller", join[0]]
+            environment[TOKEN_ENV] = join[1]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log_file:
             self._process = subprocess.Popen(
-                die_with_parent(command), stdout=log_file, stderr=subprocess.STDOUT
+                die_with_parent(command),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=environment,
             )
 
     def exit_code(self) -> int | None:
@@ -217,14 +238,22 @@ def run(args: argparse.Namespace, consoles: Consoles) -> int:
     _log_to(data_dir / "controller.log")
     node = _LocalNode(args.local_node, args.node_listen, data_dir, args.catalog)
     config = config_from(args, data_dir=data_dir / "controller")
+    # One box: the local node joins on loopback, not on every interface.
+    join_listen = (
+        f"127.0.0.1:{free_port()}"
+        if args.join_listen == DEFAULT_JOIN_ADDRESS
+        else config.join_listen
+    )
     config = dataclasses.replace(
-        config, static_nodes={**config.static_nodes, node.node_id: node.address}
+        config,
+        static_nodes={**config.static_nodes, node.node_id: node.address},
+        join_listen=join_listen,
     )
     controller = _ControllerThread(config)
     address = controller.start()
     consoles.err.print(f"controller at {address}; logs in {data_dir}", style="dim", markup=False)
     try:
-        node.start()
+        node.start(controller.join())
         with Controller.connect(ControllerAddress(address, "started by up")) as client:
             code = _bring_up(client, loaded, node, args, consoles)
             if code != 0:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from edgefleet.v1 import common_pb2
 from orchestrator.events import EventLog
@@ -32,13 +32,16 @@ class Fleet:
         events: EventLog,
         failure_timeout: Callable[[], float],
         on_change: Callable[[], None],
+        revoked: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
-        """`on_change` runs when something scheduling depends on changed (health, states)."""
+        """`on_change` runs when something scheduling depends on changed (health, states);
+        `revoked()` gives the node ids the controller no longer trusts, with the reason."""
         self._controller_id = controller_id
         self._channel_factory = channel_factory
         self._events = events
         self._failure_timeout = failure_timeout
         self._on_change = on_change
+        self._revoked = revoked
         self._links: dict[str, NodeLink] = {}
         self._ticker: asyncio.Task[None] | None = None
 
@@ -62,7 +65,12 @@ class Fleet:
             on_stream=self._stream_broke,
         )
         self._links[node_id] = link
-        link.start()
+        reason = self._revoked().get(node_id)
+        if reason is None:
+            link.start()
+        else:
+            link.revoke(reason)
+            self._evaluate(link)
         self._events.record(
             "info",
             "NodeDiscovered",
@@ -73,6 +81,23 @@ class Fleet:
         if self._ticker is None:
             self._ticker = asyncio.create_task(self._tick(), name="fleet health")
         return link
+
+    def revoke(self, node_id: str, reason: str) -> None:
+        """Stop trusting a node: no more talking to it; its work moves elsewhere."""
+        link = self._links.get(node_id)
+        if link is not None:
+            link.revoke(reason)
+            self._evaluate(link)
+
+    async def rejoined(self, node_id: str) -> None:
+        """A node joined again: talk to it anew (its old verdict no longer holds)."""
+        link = self._links.get(node_id)
+        if link is None:
+            return
+        address, discovered_by = link.address, link.discovered_by
+        await link.close()
+        del self._links[node_id]
+        await self.add(node_id, address, discovered_by)
 
     def get(self, node_id: str) -> NodeLink | None:
         """The link of a node, if known."""
@@ -136,6 +161,14 @@ class Fleet:
                 f"{self._failure_timeout():g}s",
                 node_id=node,
             )
+        elif after == "untrusted":
+            self._events.record(
+                "warning",
+                "NodeUntrusted",
+                obj,
+                f"{node} at {link.address} is untrusted and gets no work: {link.distrust}",
+                node_id=node,
+            )
         elif link.last_heard is not None:
             silent = time.monotonic() - link.last_heard
             self._events.record(
@@ -149,13 +182,19 @@ class Fleet:
     # -- views -----------------------------------------------------------------------
 
     def scheduler_views(self) -> list[NodeView]:
-        """Every node that has reported at least once, as the scheduler sees it.
+        """Every node that has reported at least once, or is untrusted, as the scheduler
+        sees it.
 
         A node known only by address (static, or proposed by mDNS) but never heard
         from is left out: the scheduler keeps its pinned work waiting for it rather
-        than failing it over before it ever had a chance to connect.
+        than failing it over before it ever had a chance to connect. An untrusted
+        one is in, so that nothing is assigned to it.
         """
-        return [_view(link) for link in self.links() if link.status is not None]
+        return [
+            _view(link)
+            for link in self.links()
+            if link.status is not None or link.health == "untrusted"
+        ]
 
 
 def _may_move(link: NodeLink, discovered_by: str) -> bool:
@@ -164,9 +203,10 @@ def _may_move(link: NodeLink, discovered_by: str) -> bool:
 
 
 def _view(link: NodeLink) -> NodeView:
-    """A node that has reported, as the scheduler sees it (`scheduler_views` skips others)."""
+    """A node that has reported, or is untrusted, as the scheduler sees it."""
     status = link.status
-    assert status is not None
+    if status is None:  # untrusted before it ever reported: it gets nothing
+        return NodeView(id=link.node_id, state=link.health, memory_total_bytes=0)
     # What a node runs under another generation (e.g. state it restored after a
     # restart) says nothing about whether it runs what it was assigned now.
     current = link.desired is None or status.generation == link.desired.generation

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Health = Literal["ready", "suspect", "not-ready"]
+Health = Literal["ready", "suspect", "not-ready", "untrusted"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,12 @@ from orchestrator.fleet.health import Health, HealthInputs, assess
 
 log = logging.getLogger(__name__)
 
-ChannelFactory = Callable[[str], Any]
-"""Opens a grpc.aio channel to HOST:PORT (insecure, or with the cluster's TLS)."""
+ChannelFactory = Callable[[str, str], Any]
+"""(node id, HOST:PORT) → a grpc.aio channel: mutual TLS that checks the node's certificate
+names that id, or plaintext with `--insecure`."""
+
+_TLS_FAILURE = ("ssl", "certificate")
+"""Words gRPC uses when a connection failed at TLS rather than on the network."""
 
 RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 2.0
@@ -70,6 +74,9 @@ class NodeLink:
         self.desired: NodeDesired | None = None
         """What the node should run (with its generation); None: nothing assigned."""
         self.push_error = ""
+        self.distrust = ""
+        """Why the node is not trusted (no certificate from this cluster, revoked); empty
+        when it proved itself, or has not been reached yet."""
         self._controller_id = controller_id
         self._channel_factory = channel_factory
         self._on_status = on_status
@@ -89,6 +96,8 @@ class NodeLink:
 
     def assess(self, now: float, failure_timeout: float) -> Health:
         """The node's health right now."""
+        if self.distrust:
+            return "untrusted"
         return assess(HealthInputs(self.connected, self.last_heard, now, failure_timeout))
 
     @property
@@ -157,10 +166,15 @@ class NodeLink:
     async def _stream_once(self) -> str:
         """Open the stream and follow it until it breaks; returns why it broke."""
         if self._channel is None:
-            self._channel = self._channel_factory(self.address)
+            self._channel = self._channel_factory(self.node_id, self.address)
             self._stub = node_pb2_grpc.NodeServiceStub(self._channel)
         try:
-            info = await self._stub.GetInfo(node_pb2.GetInfoRequest(), timeout=INFO_TIMEOUT_S)
+            try:
+                info = await self._stub.GetInfo(node_pb2.GetInfoRequest(), timeout=INFO_TIMEOUT_S)
+            except grpc.aio.AioRpcError as exc:
+                self._judge_trust(exc)
+                raise
+            self.distrust = ""
             if info.node_id != self.node_id:
                 return (
                     f"{self.address} answers as node `{info.node_id}`, not `{self.node_id}`; "
@@ -176,6 +190,27 @@ class NodeLink:
         except grpc.aio.AioRpcError as exc:
             return _describe(exc)
         return "the node ended its status stream"
+
+    def _judge_trust(self, error: grpc.aio.AioRpcError) -> None:
+        """A node that answers but fails TLS, or refuses our certificate, is untrusted."""
+        details = (error.details() or "").lower()
+        if error.code() == grpc.StatusCode.UNAVAILABLE and any(w in details for w in _TLS_FAILURE):
+            self.distrust = (
+                "no valid certificate from this cluster for this node id (TLS handshake "
+                f"failed: {_describe(error)})"
+            )
+        elif error.code() in (
+            grpc.StatusCode.UNAUTHENTICATED,
+            grpc.StatusCode.PERMISSION_DENIED,
+        ):
+            self.distrust = f"the node refused the controller: {_describe(error)}"
+
+    def revoke(self, reason: str) -> None:
+        """Trust the node no longer: stop talking to it (it is listed untrusted)."""
+        self.distrust = f"revoked: {reason}"
+        self.connected = False
+        for task in self._tasks:
+            task.cancel()
 
     def _receive(self, status: node_pb2.NodeStatus) -> None:
         previous = self.status

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -66,10 +67,16 @@ class HttpServer:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
-    async def start(self, host: str, port: int) -> int:
-        """Listen; returns the port (useful when `port` is 0)."""
+    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
+        """Listen (HTTPS with `tls`); returns the port (useful when `port` is 0)."""
         self._server = await asyncio.start_server(
-            self._connection, host, port, limit=MAX_HEADER_BYTES, reuse_address=True
+            self._connection,
+            host,
+            port,
+            limit=MAX_HEADER_BYTES,
+            reuse_address=True,
+            ssl=tls,
+            ssl_handshake_timeout=10.0 if tls else None,
         )
         return int(self._server.sockets[0].getsockname()[1])
 

@@ -88,6 +88,8 @@ def error_response(problem: ApiProblem) -> Response:
         }
     }
     headers = list(JSON)
+    if problem.status == 401:
+        headers.append(("www-authenticate", "Bearer"))
     if problem.status in (429, 503):
         headers.append(("retry-after", "1"))
     return Response(problem.status, json.dumps(body).encode(), headers)
@@ -108,8 +110,12 @@ class OpenAiGateway:
         router: Router,
         deployments: Callable[[], Sequence[DesiredState]],
         escalator: Escalator | None = None,
+        api_keys: Callable[[str], object] | None = None,
     ) -> None:
-        """Without an `escalator`, nothing escalates."""
+        """Without an `escalator`, nothing escalates. With `api_keys`, every request but
+        the health check needs `Authorization: Bearer KEY`, and `api_keys(KEY)` must
+        return (it raises to refuse the key)."""
+        self._api_keys = api_keys
         self._router = router
         self._deployments = deployments
         self._escalator = escalator
@@ -118,6 +124,9 @@ class OpenAiGateway:
         """The HTTP handler."""
         try:
             path = request.path.split("?", 1)[0].rstrip("/")
+            if path in ("/healthz", "/health"):
+                return Response(200, b'{"status":"ok"}', list(JSON))
+            self._authorize(request)
             if path == "/v1/chat/completions":
                 if request.method != "POST":
                     raise ApiProblem(405, "use POST for /v1/chat/completions")
@@ -126,8 +135,6 @@ class OpenAiGateway:
                 if request.method != "GET":
                     raise ApiProblem(405, "use GET for /v1/models")
                 return self._models()
-            if path in ("/healthz", "/health"):
-                return Response(200, b'{"status":"ok"}', list(JSON))
             raise ApiProblem(404, f"no such endpoint: {request.method} {path}", "not_found")
         except ApiProblem as problem:
             return error_response(problem)
@@ -136,6 +143,23 @@ class OpenAiGateway:
         except Exception as exc:  # a bug must not take the connection down silently
             log.exception("gateway request failed")
             return error_response(ApiProblem(500, f"internal error in the gateway: {exc!r}"))
+
+    def _authorize(self, request: Request) -> None:
+        """401 unless the request carries an API key the controller issued (when keys are on)."""
+        if self._api_keys is None:
+            return
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise ApiProblem(
+                401,
+                "this gateway needs an API key: send `Authorization: Bearer KEY` "
+                "(`edgectl apikey create` makes one)",
+                "invalid_api_key",
+            )
+        try:
+            self._api_keys(key.strip())
+        except Exception as exc:  # the check says why; the key itself is never echoed
+            raise ApiProblem(401, f"the API key was refused: {exc}", "invalid_api_key") from None
 
     # -- /v1/models --------------------------------------------------------------------
 

@@ -104,4 +104,40 @@ _EVENTS = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_CORE, _EVENTS)
+_TRUST = Migration(
+    summary="join tokens and API keys (hashed), node certificates, revoked nodes",
+    statements=(
+        """
+        CREATE TABLE credentials (
+            kind TEXT NOT NULL CHECK (kind IN ('join-token', 'api-key')),
+            id TEXT NOT NULL,
+            secret_sha256 TEXT NOT NULL,
+            description TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL,
+            revoked_at REAL,
+            last_used_at REAL,
+            PRIMARY KEY (kind, id)
+        ) STRICT
+        """,
+        """
+        CREATE TABLE node_certificates (
+            serial TEXT PRIMARY KEY,
+            node_id TEXT NOT NULL,
+            issued_at REAL NOT NULL,
+            not_after REAL NOT NULL,
+            revoked_at REAL
+        ) STRICT
+        """,
+        "CREATE INDEX node_certificates_by_node ON node_certificates (node_id)",
+        """
+        CREATE TABLE revoked_nodes (
+            node_id TEXT PRIMARY KEY,
+            revoked_at REAL NOT NULL,
+            reason TEXT NOT NULL
+        ) STRICT
+        """,
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_CORE, _EVENTS, _TRUST)

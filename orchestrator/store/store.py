@@ -10,11 +10,13 @@ from types import TracebackType
 
 from edgefleet_common.cluster import DEFAULT_CLUSTER
 from orchestrator.store import assignment as _assignment
+from orchestrator.store import credentials as _credentials
 from orchestrator.store import events as _events
 from orchestrator.store import nodes as _nodes
 from orchestrator.store import revisions as _revisions
 from orchestrator.store import settings as _settings
 from orchestrator.store.assignment import NodeAssignment
+from orchestrator.store.credentials import CredentialKind, CredentialRow
 from orchestrator.store.database import Database, StoreError, Synchronous
 from orchestrator.store.events import DEFAULT_MAX_EVENTS, EventRow, Severity
 from orchestrator.store.nodes import DiscoveredBy, NodeRow
@@ -292,3 +294,73 @@ class Store:
         """Set (or replace) a setting."""
         with self._db.write() as conn:
             _settings.set_setting(conn, key, value)
+
+    # Credentials and node trust
+
+    def add_credential(
+        self,
+        kind: CredentialKind,
+        credential_id: str,
+        *,
+        secret_sha256: str,
+        description: str,
+        expires_at: float | None,
+    ) -> CredentialRow:
+        """Record a join token or API key by the SHA-256 of its secret."""
+        with self._db.write() as conn:
+            return _credentials.add_credential(
+                conn,
+                kind,
+                credential_id,
+                secret_sha256=secret_sha256,
+                description=description,
+                now=self._clock(),
+                expires_at=expires_at,
+            )
+
+    def credential(self, kind: CredentialKind, credential_id: str) -> CredentialRow | None:
+        """One join token or API key, or None."""
+        with self._db.read() as conn:
+            return _credentials.credential(conn, kind, credential_id)
+
+    def credentials(self, kind: CredentialKind) -> list[CredentialRow]:
+        """Every join token or every API key, oldest first."""
+        with self._db.read() as conn:
+            return _credentials.credentials(conn, kind)
+
+    def revoke_credential(self, kind: CredentialKind, credential_id: str) -> bool:
+        """Revoke a join token or API key; False when unknown or revoked already."""
+        with self._db.write() as conn:
+            return _credentials.revoke_credential(conn, kind, credential_id, self._clock())
+
+    def mark_credential_used(self, kind: CredentialKind, credential_id: str) -> None:
+        """Note that a credential was just used."""
+        with self._db.write() as conn:
+            _credentials.mark_used(conn, kind, credential_id, self._clock())
+
+    def add_certificate(self, serial: int, node_id: str, not_after: float) -> None:
+        """Record a node certificate the cluster CA issued."""
+        with self._db.write() as conn:
+            _credentials.add_certificate(
+                conn, serial, node_id, issued_at=self._clock(), not_after=not_after
+            )
+
+    def certificate_revoked(self, serial: int) -> bool | None:
+        """Whether an issued certificate is revoked (None: never issued here)."""
+        with self._db.read() as conn:
+            return _credentials.certificate_revoked(conn, serial)
+
+    def revoke_node(self, node_id: str, reason: str) -> int:
+        """Revoke a node and its certificates; returns how many certificates."""
+        with self._db.write() as conn:
+            return _credentials.revoke_node(conn, node_id, reason, self._clock())
+
+    def unrevoke_node(self, node_id: str) -> None:
+        """Trust a node id again after it joined with a valid token."""
+        with self._db.write() as conn:
+            _credentials.unrevoke_node(conn, node_id)
+
+    def revoked_nodes(self) -> dict[str, str]:
+        """Revoked node id → reason."""
+        with self._db.read() as conn:
+            return _credentials.revoked_nodes(conn)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -32,6 +32,7 @@ from edgefleet.v1 import (
 )
 from edgefleet_common.grpc_transport import client_options
 from orchestrator.cli.output import agent_state, node_state
+from tests.cluster_pki import node_channel
 from tests.integration.controller_process import (
     ControllerProcess,
     smollm2_catalog,
@@ -39,6 +40,7 @@ from tests.integration.controller_process import (
 )
 from tests.integration.node_process import NodeProcess, start_node
 from tests.netlab import Host, Lab
+from tests.polling import wait_for
 
 AGENT = "desk"
 ALIAS = "smollm2-135m"
@@ -84,27 +86,13 @@ READY = common_pb2.AGENT_STATE_READY
 # -- observing the fleet ---------------------------------------------------------------------
 
 
-def wait_for(
-    what: str, check: Callable[[], bool], timeout: float, explain: Callable[[], str]
-) -> float:
-    """Poll `check` every 50 ms until true; returns the seconds it took (AssertionError after
-    `timeout`, with `explain()`)."""
-    start = time.monotonic()
-    while True:
-        if check():
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"{what}: not within {timeout:.0f}s\n{explain()}")
-        time.sleep(0.05)
-
-
-def running_agents(address: str, timeout: float = 3.0) -> dict[str, int]:
+def running_agents(node_id: str, address: str, timeout: float = 3.0) -> dict[str, int]:
     """What a node itself reports: agent name → AgentState, from its first status message.
 
     Asked of the node directly, not the controller, so a fenced-off replica the
     controller no longer counts is still seen.
     """
-    with grpc.insecure_channel(address, options=client_options()) as channel:
+    with node_channel(node_id, address) as channel:
         stream = node_pb2_grpc.NodeServiceStub(channel).WatchStatus(
             node_pb2.WatchStatusRequest(controller_id="lab-observer"), timeout=timeout
         )
@@ -197,7 +185,7 @@ class LabFleet:
     def reported_holders(self, names: Sequence[str] | None = None, agent: str = AGENT) -> set[str]:
         """The nodes (of `names`, default all running) that themselves report `agent` ready."""
         asked = names if names is not None else list(self.nodes)
-        return {n for n in asked if running_agents(self.nodes[n].address).get(agent) == READY}
+        return {n for n in asked if running_agents(n, self.nodes[n].address).get(agent) == READY}
 
     def explain(self) -> str:
         """Node and replica states plus the controller's log tail, for failure messages."""

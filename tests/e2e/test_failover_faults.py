@@ -24,10 +24,10 @@ from tests.e2e.lab_fleet import (
     Traffic,
     failures,
     lab_fleet,
-    wait_for,
 )
 from tests.integration.test_node_daemon import require_model
 from tests.netlab import Lab, lab_available
+from tests.polling import wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.model]
 

@@ -178,7 +178,9 @@ def test_across_the_bridge_late_browser_new_node_and_goodbye(lab: Lab) -> None:
     seen = browser.expect_json(10, event="seen", node_id="node-a")
     assert (seen["addresses"], seen["port"], seen["cluster"]) == ([a.ip], 7443, "lab")
     late = seen["t"] - started
-    assert late < 1.0, f"a late browser needed {late:.3f} s to see an existing node"
+    # Typically ~0.06 s (QM questions); the bound only says "answered, not left to the next
+    # announcement": timings on a shared machine are for benchmarks, not assertions.
+    assert late < 5.0, f"a late browser needed {late:.3f} s to see an existing node"
 
     # A node that appears while the browser runs: mDNS probing takes about a second.
     node_c = _peer(c, "advertise", c.ip, "node-c", "1.0.0", "7443", "lab")

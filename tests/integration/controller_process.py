@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgefleet_common.grpc_transport import client_options
 from edgefleet_common.ports import free_port
+from tests.cluster_pki import seed_controller
 from tests.conftest import REPO
 from tests.integration.node_process import environment
 from tests.netlab import Proc
@@ -50,6 +51,8 @@ class ControllerProcess:
     process: Proc
     gateway_url: str = ""
     """`http://HOST:PORT/v1` when started with a gateway."""
+    join_address: str = ""
+    """Where nodes join (`HOST:PORT`), when started in secure mode."""
     _runs: list[subprocess.CompletedProcess[str]] = field(default_factory=list)
 
     def edgectl(
@@ -125,6 +128,8 @@ def start_controller(
     port: int | None = None,
     gateway: bool = False,
     ready_timeout: float = 30.0,
+    secure: bool = True,
+    extra_args: Sequence[str] = (),
 ) -> ControllerProcess:
     """Start `edgectl controller` on loopback; mDNS only when interfaces are given, the
     OpenAI gateway (on another free loopback port) only when asked for."""
@@ -137,6 +142,14 @@ def start_controller(
         "--gateway-listen", gateway_address,
         "--log-format", "json",
     ]  # fmt: skip
+    if secure:
+        seed_controller(data_dir)
+        join_address = f"127.0.0.1:{free_port()}"
+        argv += ["--join-listen", join_address]
+    else:
+        join_address = ""
+        argv.append("--insecure")
+    argv += extra_args
     for node_id, node_address in sorted((nodes or {}).items()):
         argv += ["--node", f"{node_id}={node_address}"]
     if mdns_interfaces:
@@ -155,7 +168,7 @@ def start_controller(
         text=True,
         start_new_session=True,
     )
-    controller = ControllerProcess(data_dir, argv, address, process)
+    controller = ControllerProcess(data_dir, argv, address, process, join_address=join_address)
     if gateway:
         controller.gateway_url = f"http://{gateway_address}/v1"
     try:

@@ -36,6 +36,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgefleet.v1 import node_pb2_grpc
 from edgefleet_common.grpc_transport import client_options
+from edgefleet_common.join_token import TOKEN_ENV
+from tests.cluster_pki import node_aio_channel, node_channel, seed_node
 from tests.conftest import REPO
 from tests.netlab import Proc
 
@@ -113,6 +115,8 @@ class NodeProcess:
     host: str
     port: int
     metrics_port: int | None
+    secure: bool = True
+    """Started with a certificate from the test CA (else `--insecure`)."""
     _channels: list[grpc.Channel] = field(default_factory=list)
     _seen_servers: dict[int, psutil.Process] = field(default_factory=dict)
 
@@ -129,8 +133,13 @@ class NodeProcess:
     # -- talking to it ------------------------------------------------------------------
 
     def channel(self) -> grpc.Channel:
-        """A new blocking channel to the node (closed by `close`), with the fleet's options."""
-        channel = grpc.insecure_channel(self.address, options=client_options())
+        """A new blocking channel to the node (closed by `close`), with the fleet's options
+        (mutual TLS as the controller, unless the node runs `--insecure`)."""
+        channel = (
+            node_channel(self.node_id, self.address)
+            if self.secure
+            else grpc.insecure_channel(self.address, options=client_options())
+        )
         self._channels.append(channel)
         return channel
 
@@ -140,6 +149,8 @@ class NodeProcess:
 
     def aio_channel(self) -> grpc.aio.Channel:
         """A new asyncio channel to the node; the caller closes it (`await channel.close()`)."""
+        if self.secure:
+            return node_aio_channel(self.node_id, self.address)
         return grpc.aio.insecure_channel(self.address, options=client_options())
 
     def metrics_url(self) -> str:
@@ -234,9 +245,17 @@ def start_node(
     env: Mapping[str, str] | None = None,
     prefix: Sequence[str] = (),
     ready_timeout: float = 30.0,
+    secure: bool = True,
+    join: tuple[str, str] | None = None,
+    health_check: bool = True,
 ) -> NodeProcess:
     """Start `edge-node run` (mDNS off unless interfaces are given) and wait until its
     health check answers SERVING.
+
+    Trust: by default the node holds a certificate from the test run's CA
+    (`tests.cluster_pki`); `join=(endpoint, token)` makes it join a controller
+    instead; `secure=False` runs it `--insecure`. `health_check=False` returns once it
+    logs that it serves (for a node no client may call).
 
     `env` is added to this process's environment; `prefix` goes before the
     command (e.g. `ip netns exec NS`). On failure the node is killed and the
@@ -256,6 +275,13 @@ def start_node(
         argv.append("--no-advertise")
     if catalog is not None:
         argv += ["--catalog", str(catalog)]
+    if join is not None:  # (join endpoint, token): the node joins as an operator's would
+        argv += ["--controller", join[0]]
+        env = {**(env or {}), TOKEN_ENV: join[1]}
+    elif secure:
+        seed_node(data_dir, node_id)
+    else:
+        argv.append("--insecure")
     argv += extra_args
     process = Proc(
         [*prefix, *argv],
@@ -283,11 +309,14 @@ def start_node(
             host="127.0.0.1" if host in ("0.0.0.0", "") else host,
             port=int(address["port"]),
             metrics_port=int(metrics_port["port"]) if metrics_port else None,
+            secure=secure,
         )
     except BaseException:
         process.kill()
         process.reap()
         raise
+    if not health_check:  # e.g. a node that failed to join: nobody can call it
+        return node
     try:
         wait_serving(node, ready_timeout)
     except BaseException:
@@ -299,7 +328,7 @@ def start_node(
 def wait_serving(node: NodeProcess, timeout: float) -> None:
     """Until the node's gRPC health check answers SERVING (AssertionError with its log)."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(node.address, options=client_options()) as channel:
+    with node.channel() as channel:
         health = health_pb2_grpc.HealthStub(channel)
         while True:
             left = deadline - time.monotonic()

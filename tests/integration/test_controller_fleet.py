@@ -40,6 +40,7 @@ from tests.integration.node_process import (
 )
 from tests.integration.test_node_daemon import require_model
 from tests.netlab import Proc
+from tests.polling import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
@@ -97,17 +98,6 @@ def ready_placement(ctl: ControllerProcess) -> dict[str, list[str]]:
         name: sorted(r["node_id"] for r in agent["replicas"] if r["state"] == READY)
         for name, agent in agents_by_name(ctl).items()
     }
-
-
-def wait_for(
-    what: str, check: Callable[[], bool], timeout: float, explain: Callable[[], str]
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout:.0f}s\n{explain()}")
 
 
 def server_pids(nodes: dict[str, NodeProcess]) -> dict[str, set[int]]:

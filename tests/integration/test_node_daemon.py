@@ -35,6 +35,7 @@ from edgefleet_common.ports import free_port
 from edgefleet_common.version import __version__
 from node_agent.daemon import SHUTDOWN_GRACE_S
 from node_agent.mdns import Browser, NodeAdvert, discover, open_zeroconf
+from tests.cluster_pki import node_aio_channel
 from tests.fakes.scripted_openai import Call, ScriptedOpenAI, Turn
 from tests.integration.node_process import REPO, NodeProcess, start_node, unique_id
 
@@ -459,8 +460,10 @@ def test_bad_requests_get_clean_status_codes_and_the_node_keeps_serving(tmp_path
             await code(stub.InvokeAgentUnary(nobody, timeout=5), grpc.StatusCode.NOT_FOUND)
 
             # Larger than the node accepts: this client may send it, the node refuses it.
-            roomy = grpc.aio.insecure_channel(
-                node.address, options=[("grpc.max_send_message_length", 2 * MAX_MESSAGE_BYTES)]
+            roomy = node_aio_channel(
+                node.node_id,
+                node.address,
+                [("grpc.max_send_message_length", 2 * MAX_MESSAGE_BYTES)],
             )
             try:
                 huge = invoke("x" * (MAX_MESSAGE_BYTES + 1024), agent="echo")
@@ -725,8 +728,9 @@ def test_edge_node_info_describes_this_box_and_a_running_node(tmp_path: Path) ->
     assert "cpuCount:" in local.stdout
     assert f"{ALIAS}:" in local.stdout, "the built-in catalog"
 
+    # Only an --insecure node answers anyone but its controller.
     with start_node(
-        unique_id("info"), tmp_path / "data", extra_args=["--label", "zone=lab"]
+        unique_id("info"), tmp_path / "data", extra_args=["--label", "zone=lab"], secure=False
     ) as node:
         remote = edge_node("info", "--node", node.address)
         assert remote.returncode == 0, remote.stderr

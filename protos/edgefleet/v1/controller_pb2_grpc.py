@@ -85,6 +85,26 @@ class ControllerServiceStub:
                 request_serializer=edgefleet_dot_v1_dot_controller__pb2.WatchEventsRequest.SerializeToString,
                 response_deserializer=edgefleet_dot_v1_dot_controller__pb2.Event.FromString,
                 _registered_method=True)
+        self.CreateCredential = channel.unary_unary(
+                '/edgefleet.v1.ControllerService/CreateCredential',
+                request_serializer=edgefleet_dot_v1_dot_controller__pb2.CreateCredentialRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_controller__pb2.CreateCredentialResponse.FromString,
+                _registered_method=True)
+        self.ListCredentials = channel.unary_unary(
+                '/edgefleet.v1.ControllerService/ListCredentials',
+                request_serializer=edgefleet_dot_v1_dot_controller__pb2.ListCredentialsRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_controller__pb2.ListCredentialsResponse.FromString,
+                _registered_method=True)
+        self.RevokeCredential = channel.unary_unary(
+                '/edgefleet.v1.ControllerService/RevokeCredential',
+                request_serializer=edgefleet_dot_v1_dot_controller__pb2.RevokeCredentialRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_controller__pb2.RevokeCredentialResponse.FromString,
+                _registered_method=True)
+        self.RevokeNode = channel.unary_unary(
+                '/edgefleet.v1.ControllerService/RevokeNode',
+                request_serializer=edgefleet_dot_v1_dot_controller__pb2.RevokeNodeRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_controller__pb2.RevokeNodeResponse.FromString,
+                _registered_method=True)
         self.Chat = channel.unary_stream(
                 '/edgefleet.v1.ControllerService/Chat',
                 request_serializer=edgefleet_dot_v1_dot_controller__pb2.ChatRequest.SerializeToString,
@@ -166,6 +186,34 @@ class ControllerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateCredential(self, request, context):
+        """Join tokens (kind "join-token") and gateway API keys (kind "api-key"). The
+        secret is in the create response only; the store keeps its SHA-256.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCredentials(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeCredential(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeNode(self, request, context):
+        """Stop trusting a node: its certificates are no longer renewed, the
+        controller closes its link and places nothing on it until it joins again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Chat(self, request, context):
         """Talk to an agent (or a model alias) through the controller's router.
         """
@@ -225,6 +273,26 @@ def add_ControllerServiceServicer_to_server(servicer, server):
                     servicer.WatchEvents,
                     request_deserializer=edgefleet_dot_v1_dot_controller__pb2.WatchEventsRequest.FromString,
                     response_serializer=edgefleet_dot_v1_dot_controller__pb2.Event.SerializeToString,
+            ),
+            'CreateCredential': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCredential,
+                    request_deserializer=edgefleet_dot_v1_dot_controller__pb2.CreateCredentialRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_controller__pb2.CreateCredentialResponse.SerializeToString,
+            ),
+            'ListCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCredentials,
+                    request_deserializer=edgefleet_dot_v1_dot_controller__pb2.ListCredentialsRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_controller__pb2.ListCredentialsResponse.SerializeToString,
+            ),
+            'RevokeCredential': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeCredential,
+                    request_deserializer=edgefleet_dot_v1_dot_controller__pb2.RevokeCredentialRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_controller__pb2.RevokeCredentialResponse.SerializeToString,
+            ),
+            'RevokeNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeNode,
+                    request_deserializer=edgefleet_dot_v1_dot_controller__pb2.RevokeNodeRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_controller__pb2.RevokeNodeResponse.SerializeToString,
             ),
             'Chat': grpc.unary_stream_rpc_method_handler(
                     servicer.Chat,
@@ -502,6 +570,114 @@ class ControllerService:
             '/edgefleet.v1.ControllerService/WatchEvents',
             edgefleet_dot_v1_dot_controller__pb2.WatchEventsRequest.SerializeToString,
             edgefleet_dot_v1_dot_controller__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCredential(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.ControllerService/CreateCredential',
+            edgefleet_dot_v1_dot_controller__pb2.CreateCredentialRequest.SerializeToString,
+            edgefleet_dot_v1_dot_controller__pb2.CreateCredentialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.ControllerService/ListCredentials',
+            edgefleet_dot_v1_dot_controller__pb2.ListCredentialsRequest.SerializeToString,
+            edgefleet_dot_v1_dot_controller__pb2.ListCredentialsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeCredential(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.ControllerService/RevokeCredential',
+            edgefleet_dot_v1_dot_controller__pb2.RevokeCredentialRequest.SerializeToString,
+            edgefleet_dot_v1_dot_controller__pb2.RevokeCredentialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.ControllerService/RevokeNode',
+            edgefleet_dot_v1_dot_controller__pb2.RevokeNodeRequest.SerializeToString,
+            edgefleet_dot_v1_dot_controller__pb2.RevokeNodeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,188 @@
+"""Keys, certificate requests and certificates of a cluster, and where they are kept.
+
+The cluster CA and every certificate it issues use ECDSA P-256. A certificate
+names what it belongs to in a URI subject-alternative name: `edgefleet://node/ID`
+for a node, `edgefleet://controller` for the controller. Nodes are also named by
+a DNS SAN equal to their id, which is what the controller checks when it dials
+one (`grpc.ssl_target_name_override`). Private keys are written 0600.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+CONTROLLER_URI = "edgefleet://controller"
+NODE_URI_PREFIX = "edgefleet://node/"
+DEFAULT_JOIN_PORT = 7441
+"""The controller's join endpoint (TLS), where nodes exchange a token for a certificate."""
+JOIN_SERVER_NAME = "edgefleet-controller"
+"""The DNS name a node checks on the controller's join endpoint (whatever its address)."""
+
+_NODE_ID = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+class PkiError(Exception):
+    """A key, request or certificate that cannot be used, with the reason."""
+
+
+def new_key() -> ec.EllipticCurvePrivateKey:
+    """A fresh ECDSA P-256 private key."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """The key as unencrypted PKCS#8 PEM (kept in a 0600 file)."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def load_key(pem: bytes) -> ec.EllipticCurvePrivateKey:
+    """An ECDSA private key from PEM (PkiError for anything else)."""
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise PkiError(f"not a private key: {exc}") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise PkiError("the key is not an ECDSA key")
+    return key
+
+
+def cert_pem(cert: x509.Certificate) -> bytes:
+    """The certificate as PEM."""
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def load_cert(pem: bytes) -> x509.Certificate:
+    """A certificate from PEM (PkiError when it is not one)."""
+    try:
+        return x509.load_pem_x509_certificate(pem)
+    except ValueError as exc:
+        raise PkiError(f"not a certificate: {exc}") from exc
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 of the certificate's DER encoding, lowercase hex (64 characters)."""
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def valid_node_id(node_id: str) -> bool:
+    """Whether `node_id` can name a node in a certificate (a DNS label)."""
+    return bool(_NODE_ID.fullmatch(node_id))
+
+
+def node_csr(key: ec.EllipticCurvePrivateKey, node_id: str) -> bytes:
+    """A certificate signing request for node `node_id`, as PEM."""
+    if not valid_node_id(node_id):
+        raise PkiError(f"node id {node_id!r} is not a DNS label (a-z, 0-9, '-')")
+    request = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_id)]))
+        .sign(key, hashes.SHA256())
+    )
+    return request.public_bytes(serialization.Encoding.PEM)
+
+
+def load_csr(pem: bytes) -> x509.CertificateSigningRequest:
+    """A signing request from PEM, its signature checked (PkiError otherwise)."""
+    try:
+        request = x509.load_pem_x509_csr(pem)
+    except ValueError as exc:
+        raise PkiError(f"not a certificate signing request: {exc}") from exc
+    if not request.is_signature_valid:
+        raise PkiError("the signing request's signature does not match its key")
+    if not isinstance(request.public_key(), ec.EllipticCurvePublicKey):
+        raise PkiError("the signing request's key is not an ECDSA key")
+    return request
+
+
+def uris(cert: x509.Certificate) -> list[str]:
+    """The URI subject-alternative names of a certificate."""
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return list(names.get_values_for_type(x509.UniformResourceIdentifier))
+
+
+def node_id_of(cert: x509.Certificate) -> str | None:
+    """The node a certificate was issued to, or None when it is not a node certificate."""
+    for uri in uris(cert):
+        if uri.startswith(NODE_URI_PREFIX):
+            return uri.removeprefix(NODE_URI_PREFIX)
+    return None
+
+
+def is_controller(cert: x509.Certificate) -> bool:
+    """Whether a certificate names the controller."""
+    return CONTROLLER_URI in uris(cert)
+
+
+def not_after(cert: x509.Certificate) -> datetime:
+    """When the certificate expires (aware, UTC)."""
+    return cert.not_valid_after_utc
+
+
+def not_before(cert: x509.Certificate) -> datetime:
+    """When the certificate starts to be valid (aware, UTC)."""
+    return cert.not_valid_before_utc
+
+
+def now() -> datetime:
+    """The current time, aware, UTC."""
+    return datetime.now(UTC)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write `data` to `path` as a 0600 file, atomically (a crash leaves old or new)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(temp, 0o600)
+    os.replace(temp, path)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A certificate with its private key and the CA it chains to, as PEM."""
+
+    key_pem: bytes
+    cert_pem: bytes
+    ca_pem: bytes
+
+    @property
+    def cert(self) -> x509.Certificate:
+        """The certificate, parsed."""
+        return load_cert(self.cert_pem)
+
+    def save(self, folder: Path, stem: str) -> None:
+        """Write `STEM.key`, `STEM.crt` and `ca.crt` in `folder` (all 0600)."""
+        write_private(folder / f"{stem}.key", self.key_pem)
+        write_private(folder / f"{stem}.crt", self.cert_pem)
+        write_private(folder / "ca.crt", self.ca_pem)
+
+    @classmethod
+    def load(cls, folder: Path, stem: str) -> Credentials | None:
+        """What `save` wrote, or None when any of the files is missing."""
+        paths = [folder / f"{stem}.key", folder / f"{stem}.crt", folder / "ca.crt"]
+        if not all(p.is_file() for p in paths):
+            return None
+        key, cert, ca = (p.read_bytes() for p in paths)
+        return cls(key_pem=key, cert_pem=cert, ca_pem=ca)

@@ -1,0 +1,336 @@
+"""A node's membership of a cluster: joining with a token, its certificate, renewal, and the
+TLS its API serves.
+
+Joining: the node fetches the certificate the controller's join endpoint serves
+(the cluster CA's), compares its SHA-256 with the fingerprint in the token, and
+only then opens a verified TLS channel to send the token's secret with a signing
+request for a key made here (the key never leaves the box). The certificate,
+key and CA go to `DATA_DIR/pki/` (0600), with the join address for renewals.
+
+Serving: the node API requires a client certificate signed by the cluster CA,
+and `ControllerOnly` admits only the controller's (a node's certificate, also
+signed by the CA, cannot command another node). The certificate is renewed
+after two thirds of its lifetime; new connections get the new one at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from edgefleet.v1 import trust_pb2, trust_pb2_grpc
+from edgefleet_common.grpc_transport import client_options
+from edgefleet_common.join_token import JoinToken
+from edgefleet_common.pki import (
+    JOIN_SERVER_NAME,
+    Credentials,
+    PkiError,
+    fingerprint,
+    is_controller,
+    key_pem,
+    load_cert,
+    load_key,
+    new_key,
+    node_csr,
+    node_id_of,
+    now,
+    write_private,
+)
+
+log = logging.getLogger(__name__)
+
+PKI_DIR = "pki"
+STEM = "node"
+CONTROLLER_FILE = "controller-address"
+JOIN_TIMEOUT_S = 15.0
+RENEW_RETRY_S = (1.0, 60.0)
+MIN_RENEW_WAIT_S = 1.0
+
+
+class JoinError(Exception):
+    """Joining or renewing failed; the message says why and what to do."""
+
+
+def pki_dir(data_dir: Path) -> Path:
+    """Where a node keeps its key, certificate, CA and the controller's join address."""
+    return data_dir / PKI_DIR
+
+
+def fetch_served_cert(address: str, timeout: float = JOIN_TIMEOUT_S) -> x509.Certificate:
+    """The certificate a TLS endpoint presents, unverified (it is checked by fingerprint)."""
+    host, _, port = address.rpartition(":")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    try:
+        with (
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=JOIN_SERVER_NAME) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+    except (OSError, ValueError) as exc:
+        raise JoinError(f"cannot reach the controller's join endpoint at {address}: {exc}") from exc
+    if not der:
+        raise JoinError(f"{address} presented no certificate")
+    return x509.load_der_x509_certificate(der)
+
+
+def join(node_id: str, token: JoinToken, address: str, data_dir: Path) -> Credentials:
+    """Join the cluster whose CA the token names, through its join endpoint at `address`."""
+    served = fetch_served_cert(address)
+    if fingerprint(served) != token.ca_fingerprint:
+        raise JoinError(
+            f"the controller at {address} is not the one this token is for (its CA "
+            f"fingerprint is {fingerprint(served)[:16]}…, the token names "
+            f"{token.ca_fingerprint[:16]}…); nothing was sent"
+        )
+    ca_pem = served.public_bytes(serialization.Encoding.PEM)
+    key = new_key()
+    request = trust_pb2.JoinRequest(
+        node_id=node_id, credential=token.credential, csr_pem=node_csr(key, node_id)
+    )
+    answer = _call(address, ca_pem, None, lambda stub: stub.Join(request, timeout=JOIN_TIMEOUT_S))
+    credentials = _accept(answer, key, node_id, ca_pem)
+    folder = pki_dir(data_dir)
+    credentials.save(folder, STEM)
+    write_private(folder / CONTROLLER_FILE, address.encode())
+    return credentials
+
+
+def renew(node_id: str, current: Credentials, data_dir: Path) -> Credentials:
+    """A new key and certificate, proven by the current ones; saved over them."""
+    folder = pki_dir(data_dir)
+    address_file = folder / CONTROLLER_FILE
+    if not address_file.is_file():
+        raise JoinError(f"{address_file} is missing: join again with --join")
+    address = address_file.read_text().strip()
+    key = new_key()
+    csr = node_csr(key, node_id)
+    signature = load_key(current.key_pem).sign(csr, ec.ECDSA(hashes.SHA256()))
+    request = trust_pb2.RenewRequest(
+        certificate_pem=current.cert_pem, csr_pem=csr, signature=signature
+    )
+    answer = _call(
+        address, current.ca_pem, current, lambda stub: stub.Renew(request, timeout=JOIN_TIMEOUT_S)
+    )
+    renewed = _accept(answer, key, node_id, current.ca_pem)
+    renewed.save(folder, STEM)
+    return renewed
+
+
+def load_credentials(data_dir: Path, node_id: str) -> Credentials | None:
+    """The node's saved credentials, if it has joined (PkiError if they are not its own)."""
+    found = Credentials.load(pki_dir(data_dir), STEM)
+    if found is not None and node_id_of(found.cert) != node_id:
+        raise PkiError(
+            f"{pki_dir(data_dir)} holds the certificate of node {node_id_of(found.cert)!r}, "
+            f"not {node_id!r}"
+        )
+    return found
+
+
+def unjoined_credentials(node_id: str) -> Credentials:
+    """A throwaway self-signed certificate for a node that has not joined: it serves TLS
+    that no controller trusts and trusts no client, so the controller lists it
+    `untrusted` (with the reason) and it receives nothing."""
+    key = new_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{node_id} (not joined)")])
+    start = now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    return Credentials(key_pem=key_pem(key), cert_pem=pem, ca_pem=pem)
+
+
+def _call(
+    address: str,
+    ca_pem: bytes,
+    client: Credentials | None,
+    call: Callable[[trust_pb2_grpc.JoinServiceStub], trust_pb2.JoinResponse],
+) -> trust_pb2.JoinResponse:
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=ca_pem,
+        private_key=client.key_pem if client else None,
+        certificate_chain=client.cert_pem if client else None,
+    )
+    options = [*client_options(), ("grpc.ssl_target_name_override", JOIN_SERVER_NAME)]
+    try:
+        with grpc.secure_channel(address, credentials, options=options) as channel:
+            return call(trust_pb2_grpc.JoinServiceStub(channel))
+    except grpc.RpcError as exc:
+        raise JoinError(f"the controller at {address} refused: {exc.details()}") from None
+
+
+def _accept(
+    answer: trust_pb2.JoinResponse, key: ec.EllipticCurvePrivateKey, node_id: str, ca_pem: bytes
+) -> Credentials:
+    cert = load_cert(answer.certificate_pem)
+    if node_id_of(cert) != node_id or cert.public_key() != key.public_key():
+        raise JoinError("the controller answered with a certificate that is not for this node")
+    if answer.ca_pem != ca_pem:
+        raise JoinError("the controller answered with another CA than the one it serves")
+    return Credentials(key_pem=key_pem(key), cert_pem=answer.certificate_pem, ca_pem=ca_pem)
+
+
+class ServingCredentials:
+    """The node API's TLS: the current certificate, swapped in when it is renewed."""
+
+    def __init__(self, credentials: Credentials) -> None:
+        self._lock = threading.Lock()
+        self._current = credentials
+        self._changed = False
+        self.joined = True
+        """False for a node serving a throwaway certificate (nothing to renew)."""
+
+    @property
+    def current(self) -> Credentials:
+        """The certificate in use."""
+        with self._lock:
+            return self._current
+
+    def replace(self, credentials: Credentials) -> None:
+        """Serve `credentials` on new connections from now on."""
+        with self._lock:
+            self._current, self._changed = credentials, True
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        """Credentials for `add_secure_port`: client certificates required and verified."""
+        return grpc.dynamic_ssl_server_credentials(
+            self._configuration(self.current),
+            self._fetch,
+            require_client_authentication=True,
+        )
+
+    def _fetch(self) -> Any:
+        # Called by gRPC (on its own thread) before each handshake: None keeps the config.
+        with self._lock:
+            if not self._changed:
+                return None
+            self._changed = False
+            return self._configuration(self._current)
+
+    @staticmethod
+    def _configuration(credentials: Credentials) -> Any:
+        return grpc.ssl_server_certificate_configuration(
+            [(credentials.key_pem, credentials.cert_pem)], root_certificates=credentials.ca_pem
+        )
+
+
+def renew_at(credentials: Credentials) -> float:
+    """Seconds from now until the certificate should be renewed (two thirds of its life)."""
+    cert = credentials.cert
+    life = cert.not_valid_after_utc - cert.not_valid_before_utc
+    due = cert.not_valid_before_utc + life * 2 / 3
+    return max((due - now()) / timedelta(seconds=1), MIN_RENEW_WAIT_S)
+
+
+async def keep_renewed(
+    node_id: str,
+    data_dir: Path,
+    serving: ServingCredentials,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """Renew the certificate whenever it is due, for as long as the node runs."""
+    retry = RENEW_RETRY_S[0]
+    while True:
+        await sleep(renew_at(serving.current))
+        try:
+            renewed = await asyncio.to_thread(renew, node_id, serving.current, data_dir)
+        except (JoinError, PkiError, OSError) as exc:
+            left = (serving.current.cert.not_valid_after_utc - now()).total_seconds()
+            log.warning(
+                "certificate renewal failed; retrying",
+                extra={"error": str(exc), "expires_in_s": round(left), "retry_s": retry},
+            )
+            await sleep(retry)
+            retry = min(retry * 2, RENEW_RETRY_S[1])
+            continue
+        retry = RENEW_RETRY_S[0]
+        serving.replace(renewed)
+        log.info(
+            "certificate renewed",
+            extra={"not_after": f"{renewed.cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"},
+        )
+
+
+class ControllerOnly(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Admit only calls whose client certificate names the controller (PERMISSION_DENIED
+    otherwise); TLS has already checked that the cluster CA signed it."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        return _guarded(handler)
+
+
+def _peer_is_controller(context: Any) -> bool:
+    pems = context.auth_context().get("x509_pem_cert") or []
+    try:
+        return any(is_controller(load_cert(pem)) for pem in pems)
+    except PkiError:
+        return False
+
+
+_DENIED = "only the cluster's controller may call the node API"
+
+
+def _guarded(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    if handler.unary_unary is not None:
+        inner_uu = handler.unary_unary
+
+        async def unary_unary(request: Any, context: Any) -> Any:
+            if not _peer_is_controller(context):
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, _DENIED)
+            return await inner_uu(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream is not None:
+        inner_us = handler.unary_stream
+
+        async def unary_stream(request: Any, context: Any) -> Any:
+            if not _peer_is_controller(context):
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, _DENIED)
+            result = inner_us(request, context)
+            if hasattr(result, "__aiter__"):
+                async for item in result:
+                    yield item
+            else:
+                await result
+
+        return grpc.unary_stream_rpc_method_handler(
+            unary_stream,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler

@@ -1,0 +1,123 @@
+"""The controller's side of cluster trust, in one place: its CA, its own client certificate,
+the join tokens and API keys, the join endpoint, and the mTLS channels to nodes.
+
+Files in the data folder: `pki/ca.key` + `pki/ca.crt` (the CA), `pki/controller.*`
+(the controller's client certificate) and `join-token` (a token made on first
+start, 0600, for the operator to copy to new boxes).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from edgefleet.v1 import trust_pb2_grpc
+from edgefleet_common.grpc_transport import client_options, server_options
+from edgefleet_common.pki import Credentials, write_private
+from orchestrator.events import EventLog
+from orchestrator.store import Store
+from orchestrator.trust.ca import DEFAULT_NODE_CERT_LIFETIME, ClusterCa
+from orchestrator.trust.join_service import JoinService
+from orchestrator.trust.token_book import TokenBook
+
+log = logging.getLogger(__name__)
+
+TOKEN_FILE = "join-token"
+GATEWAY_CERT_LIFETIME = timedelta(days=365)
+PKI_DIR = "pki"
+
+
+class ClusterTrust:
+    """What the controller trusts and how it proves who it is."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        store: Store,
+        *,
+        node_cert_lifetime: timedelta = DEFAULT_NODE_CERT_LIFETIME,
+    ) -> None:
+        self.data_dir = data_dir
+        self.store = store
+        self.ca = ClusterCa.load_or_create(data_dir / PKI_DIR, store.cluster_name)
+        self.identity: Credentials = self.ca.controller_credentials(data_dir / PKI_DIR)
+        self.book = TokenBook(store, self.ca.fingerprint)
+        self.node_cert_lifetime = node_cert_lifetime
+        self._channel_credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.ca.cert_pem,
+            private_key=self.identity.key_pem,
+            certificate_chain=self.identity.cert_pem,
+        )
+
+    @property
+    def token_file(self) -> Path:
+        """Where the first join token is kept for the operator."""
+        return self.data_dir / TOKEN_FILE
+
+    def ensure_token_file(self) -> Path:
+        """Make a join token and write it to `join-token` (0600) unless that file exists."""
+        if not self.token_file.is_file():
+            _, token = self.book.create("join-token", "made on first start")
+            write_private(self.token_file, f"{token}\n".encode())
+        return self.token_file
+
+    def node_channel(self, node_id: str, address: str) -> Any:
+        """An mTLS channel to a node: its certificate must be this CA's and name `node_id`."""
+        options = [*client_options(), ("grpc.ssl_target_name_override", node_id)]
+        return grpc.aio.secure_channel(address, self._channel_credentials, options=options)
+
+    def gateway_tls(self, host: str) -> ssl.SSLContext:
+        """HTTPS for the gateway on `host`: a certificate from the cluster CA naming it (or,
+        for a wildcard address, this machine's name and addresses), kept in `pki/gateway.*`."""
+        hosts = [host] if host not in ("0.0.0.0", "::", "") else _local_names()
+        credentials = self.ca.server_credentials(hosts, GATEWAY_CERT_LIFETIME)
+        folder = self.data_dir / PKI_DIR
+        write_private(folder / "gateway.key", credentials.key_pem)
+        write_private(folder / "gateway.crt", credentials.cert_pem)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(folder / "gateway.crt", folder / "gateway.key")
+        return context
+
+    def revoked(self) -> dict[str, str]:
+        """Revoked node id → reason."""
+        return self.store.revoked_nodes()
+
+    async def serve_join(self, listen: str, events: EventLog, on_join: Any) -> tuple[Any, int]:
+        """Start the join endpoint (TLS with the CA's certificate); (server, port)."""
+        server = grpc.aio.server(options=server_options())
+        trust_pb2_grpc.add_JoinServiceServicer_to_server(
+            JoinService(
+                self.ca, self.book, self.store, events, self.node_cert_lifetime, on_join=on_join
+            ),
+            server,
+        )
+        credentials = grpc.ssl_server_credentials(
+            [(self.ca.key_pem, self.ca.cert_pem)],
+            root_certificates=self.ca.cert_pem,
+            require_client_auth=False,
+        )
+        port = server.add_secure_port(listen, credentials)
+        if not port:
+            raise OSError(f"cannot serve the join endpoint on {listen}: in use or not local")
+        await server.start()
+        return server, port
+
+
+def _local_names() -> list[str]:
+    """This machine's name, `localhost`, and its IPv4 addresses."""
+    import psutil  # only needed for a gateway on every interface
+
+    addresses = {
+        a.address
+        for entries in psutil.net_if_addrs().values()
+        for a in entries
+        if a.family == socket.AF_INET
+    }
+    return [socket.gethostname(), "localhost", *sorted(addresses)]
