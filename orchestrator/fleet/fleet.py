@@ -92,12 +92,9 @@ class Fleet:
     async def rejoined(self, node_id: str) -> None:
         """A node joined again: talk to it anew (its old verdict no longer holds)."""
         link = self._links.get(node_id)
-        if link is None:
-            return
-        address, discovered_by = link.address, link.discovered_by
-        await link.close()
-        del self._links[node_id]
-        await self.add(node_id, address, discovered_by)
+        if link is not None:
+            await link.reconnect()
+            self._evaluate(link)
 
     def get(self, node_id: str) -> NodeLink | None:
         """The link of a node, if known."""

@@ -120,6 +120,12 @@ class NodeLink:
             return
         log.info("node moved", extra={"node": self.node_id, "from": self.address, "to": address})
         self.address = address
+        await self.reconnect()
+
+    async def reconnect(self) -> None:
+        """Talk to the node anew on a fresh channel (it moved, or joined again: an earlier
+        verdict on its trust no longer holds)."""
+        self.distrust = ""
         await self._close_channel()
         for task in self._tasks:
             task.cancel()
