@@ -30,9 +30,11 @@ from node_agent.catalog import Catalog
 from node_agent.config import DEFAULT_METRICS_PORT, DEFAULT_PORT, NodeConfig, default_data_dir
 from node_agent.daemon import Node
 from node_agent.errors import NodeError
+from node_agent.join_mdns import discover_join_endpoints
 from node_agent.node_trust import (
     JoinError,
     ServingCredentials,
+    fetch_served_cert,
     join,
     load_credentials,
     unjoined_credentials,
@@ -126,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--controller",
         metavar="HOST:PORT",
-        help=f"the controller's join endpoint (default port {DEFAULT_JOIN_PORT}); needed "
-        "with --join",
+        help=f"the controller's join endpoint (default port {DEFAULT_JOIN_PORT}); without "
+        "it, --join looks for it over mDNS",
     )
     run.add_argument(
         "--insecure",
@@ -208,11 +210,12 @@ def membership(args: argparse.Namespace, config: NodeConfig) -> Credentials:
             "--controller HOST:PORT (`edgectl token create` on the controller makes a token), "
             "or run it with --insecure"
         )
-    if not args.controller:
-        raise JoinError("--join needs --controller HOST:PORT (the controller's join endpoint)")
-    address = (
-        args.controller if ":" in args.controller else f"{args.controller}:{DEFAULT_JOIN_PORT}"
-    )
+    if args.controller:
+        address = (
+            args.controller if ":" in args.controller else f"{args.controller}:{DEFAULT_JOIN_PORT}"
+        )
+    else:
+        address = controller_over_mdns(token, config)
     joined = join(config.node_id, token, address, config.data_dir)
     log.info(
         "joined the cluster",
@@ -222,6 +225,22 @@ def membership(args: argparse.Namespace, config: NodeConfig) -> Credentials:
         },
     )
     return joined
+
+
+def controller_over_mdns(token: JoinToken, config: NodeConfig) -> str:
+    """The join endpoint, found over mDNS, whose CA is the one the token names."""
+    found = discover_join_endpoints(config.mdns_interfaces or None)
+    for endpoint in found:
+        try:
+            if fingerprint(fetch_served_cert(endpoint.address, timeout=5)) == token.ca_fingerprint:
+                log.info("found the controller over mDNS", extra={"join": endpoint.address})
+                return endpoint.address
+        except JoinError as exc:
+            log.warning("a join endpoint did not answer", extra={"error": str(exc)})
+    raise JoinError(
+        f"no controller of this token's cluster found over mDNS ({len(found)} join "
+        "endpoint(s) seen); give --controller HOST:PORT"
+    )
 
 
 def run_daemon(args: argparse.Namespace) -> int:

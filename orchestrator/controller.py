@@ -14,6 +14,7 @@ from edgefleet.v1 import controller_pb2_grpc
 from edgefleet_common.grpc_transport import client_options, server_options
 from edgefleet_common.ports import is_loopback
 from edgefleet_common.version import __version__
+from node_agent.join_mdns import JoinAdvertiser
 from node_agent.malformed import MalformedRequests
 from orchestrator.api import ControllerService
 from orchestrator.config import ControllerConfig
@@ -59,6 +60,7 @@ class Controller:
         self.trust: ClusterTrust | None = None
         """The cluster CA, tokens and keys (None with `--insecure`)."""
         self._join_server: Any = None
+        self._join_advert: JoinAdvertiser | None = None
         self.join_port = 0
 
     @property
@@ -138,6 +140,15 @@ class Controller:
             self._join_server, self.join_port = await trust.serve_join(
                 config.join_listen, events, self._rejoined
             )
+            if config.mdns:
+                self._join_advert = JoinAdvertiser(
+                    store.controller_id[:8],
+                    config.join_listen,
+                    self.join_port,
+                    store.cluster_name,
+                    config.mdns_interfaces or None,
+                )
+                await self._join_advert.start()
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         for node_id, address in sorted(config.static_nodes.items()):
             await fleet.add(node_id, address, "static")
@@ -228,6 +239,8 @@ class Controller:
             await self._escalator.close()
         if self._server is not None:
             await self._server.stop(SHUTDOWN_GRACE_S)
+        if self._join_advert is not None:
+            await self._join_advert.close()
         if self._join_server is not None:
             await self._join_server.stop(SHUTDOWN_GRACE_S)
         if self._fleet is not None:

@@ -275,8 +275,8 @@ def start_node(
         argv.append("--no-advertise")
     if catalog is not None:
         argv += ["--catalog", str(catalog)]
-    if join is not None:  # (join endpoint, token): the node joins as an operator's would
-        argv += ["--controller", join[0]]
+    if join is not None:  # (join endpoint or "" to find it over mDNS, token)
+        argv += ["--controller", join[0]] if join[0] else []
         env = {**(env or {}), TOKEN_ENV: join[1]}
     elif secure:
         seed_node(data_dir, node_id)

@@ -151,6 +151,25 @@ def test_rogue_nodes_get_nothing_and_show_as_untrusted(tmp_path: Path) -> None:
             assert secret not in logs[revoked]
 
 
+@pytest.mark.timeout(120)
+def test_a_node_with_only_a_token_finds_its_controller_over_mdns(tmp_path: Path) -> None:
+    node_id = unique_id("finder")
+    ctl = start_controller(tmp_path / "ctl", mdns_interfaces=MDNS)
+    with running(ctl):
+        node = start_node(
+            node_id, tmp_path / node_id, mdns_interfaces=MDNS, join=("", token_of(ctl))
+        )
+        with running(node):
+            assert any("found the controller over mDNS" in line for line in node.process.lines)
+            wait_for(
+                "the node that joined ready",
+                lambda: nodes_by_id(ctl).get(node_id, {}).get("state") == "NODE_STATE_READY",
+                30,
+                ctl.log,
+            )
+            assert f"{node_id} joined with token" in ctl.edgectl("events").stdout
+
+
 # -- the node API admits only the controller -------------------------------------------------
 
 
