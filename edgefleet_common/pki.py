@@ -2,16 +2,21 @@
 
 The cluster CA and every certificate it issues use ECDSA P-256. A certificate
 names what it belongs to in a URI subject-alternative name: `edgefleet://node/ID`
-for a node, `edgefleet://controller` for the controller. Nodes are also named by
-a DNS SAN equal to their id, which is what the controller checks when it dials
-one (`grpc.ssl_target_name_override`). Private keys are written 0600.
+for a node, `edgefleet://controller` for the controller. A node is also named by
+the DNS SAN `ID.node.edgefleet.invalid`, which is what the controller checks when
+it dials one (`grpc.ssl_target_name_override`): names under the reserved
+`.invalid` domain, so a node certificate can never pass for a real host (the
+gateway's), nor for the join endpoint (`join.edgefleet.invalid`, which no node id
+can produce: ids have no dots). Private keys are written 0600.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +30,7 @@ CONTROLLER_URI = "edgefleet://controller"
 NODE_URI_PREFIX = "edgefleet://node/"
 DEFAULT_JOIN_PORT = 7441
 """The controller's join endpoint (TLS), where nodes exchange a token for a certificate."""
-JOIN_SERVER_NAME = "edgefleet-controller"
+JOIN_SERVER_NAME = "join.edgefleet.invalid"
 """The DNS name a node checks on the controller's join endpoint (whatever its address)."""
 
 _NODE_ID = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -76,6 +81,14 @@ def load_cert(pem: bytes) -> x509.Certificate:
 def fingerprint(cert: x509.Certificate) -> str:
     """SHA-256 of the certificate's DER encoding, lowercase hex (64 characters)."""
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+NODE_NAME_SUFFIX = ".node.edgefleet.invalid"
+
+
+def node_server_name(node_id: str) -> str:
+    """The DNS name a node's certificate carries and the controller checks."""
+    return f"{node_id}{NODE_NAME_SUFFIX}"
 
 
 def valid_node_id(node_id: str) -> bool:
@@ -146,17 +159,26 @@ def now() -> datetime:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write `data` to `path` as a 0600 file, atomically (a crash leaves old or new)."""
+    """Write `data` to `path` as a 0600 file in a 0700 folder, atomically (a crash leaves
+    the old or the new content)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.chmod(path.parent, 0o700)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # 0600, O_EXCL
     try:
-        os.write(fd, data)
-        os.fsync(fd)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
     finally:
-        os.close(fd)
-    os.chmod(temp, 0o600)
-    os.replace(temp, path)
+        os.close(folder)
 
 
 @dataclass(frozen=True)

@@ -247,6 +247,10 @@ def run_daemon(args: argparse.Namespace) -> int:
     """`edge-node run`."""
     configure_logging(args.log_level, args.log_format)
     config = config_from(args)
+    if args.join and TOKEN_ENV not in os.environ:
+        log.warning(f"the join token is on the command line, where `ps` shows it: use ${TOKEN_ENV}")
+    # The token is needed once: keep it from child processes and runtime settings.
+    os.environ.pop(TOKEN_ENV, None)
     serving = None
     if not args.insecure:
         try:

@@ -301,7 +301,7 @@ def _peer_is_controller(context: Any) -> bool:
 _DENIED = "only the cluster's controller may call the node API"
 
 
-def _guarded(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def _guarded(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler | None:
     if handler.unary_unary is not None:
         inner_uu = handler.unary_unary
 
@@ -333,4 +333,4 @@ def _guarded(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
-    return handler
+    return None  # a shape the node API does not use: refused (UNIMPLEMENTED), never unguarded

@@ -22,7 +22,14 @@ from typing import Any
 import grpc
 
 from edgefleet_common.grpc_transport import client_options
-from edgefleet_common.pki import Credentials, key_pem, load_csr, new_key, node_csr
+from edgefleet_common.pki import (
+    Credentials,
+    key_pem,
+    load_csr,
+    new_key,
+    node_csr,
+    node_server_name,
+)
 from orchestrator.trust.ca import ClusterCa
 
 CLUSTER = "default"
@@ -83,7 +90,8 @@ def _credentials() -> grpc.ChannelCredentials:
 
 def node_options(node_id: str, extra: Sequence[tuple[str, Any]] = ()) -> list[tuple[str, Any]]:
     """Channel options for a node: the fleet's keepalive, its id as the TLS name, `extra`."""
-    return [*client_options(), ("grpc.ssl_target_name_override", node_id), *extra]
+    name = node_server_name(node_id)
+    return [*client_options(), ("grpc.ssl_target_name_override", name), *extra]
 
 
 def node_channel(node_id: str, address: str) -> grpc.Channel:

@@ -74,6 +74,8 @@ class NodeLink:
         self.desired: NodeDesired | None = None
         """What the node should run (with its generation); None: nothing assigned."""
         self.push_error = ""
+        self.revoked = ""
+        """Why an operator revoked the node (empty: not revoked)."""
         self.distrust = ""
         """Why the node is not trusted (no certificate from this cluster, revoked); empty
         when it proved itself, or has not been reached yet."""
@@ -125,13 +127,13 @@ class NodeLink:
     async def reconnect(self) -> None:
         """Talk to the node anew on a fresh channel (it moved, or joined again: an earlier
         verdict on its trust no longer holds)."""
-        self.distrust = ""
+        self.distrust = f"revoked: {self.revoked}" if self.revoked else ""
         await self._close_channel()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.connected = False
-        if not self._closed:
+        if not self._closed and not self.revoked:
             self.start()
 
     async def close(self) -> None:
@@ -212,7 +214,9 @@ class NodeLink:
             self.distrust = f"the node refused the controller: {_describe(error)}"
 
     def revoke(self, reason: str) -> None:
-        """Trust the node no longer: stop talking to it (it is listed untrusted)."""
+        """Trust the node no longer: stop talking to it, for good (it is listed untrusted;
+        a new address or a reconnect does not undo this)."""
+        self.revoked = reason
         self.distrust = f"revoked: {reason}"
         self.connected = False
         for task in self._tasks:

@@ -115,6 +115,16 @@ def certificate_revoked(conn: sqlite3.Connection, serial: int) -> bool | None:
     return None if row is None else row[0] is not None
 
 
+def live_certificate_until(conn: sqlite3.Connection, node_id: str, now: float) -> float | None:
+    """When the latest unrevoked, unexpired certificate of a node expires; None if none."""
+    row = conn.execute(
+        "SELECT MAX(not_after) FROM node_certificates"
+        " WHERE node_id = ? AND revoked_at IS NULL AND not_after > ?",
+        (node_id, now),
+    ).fetchone()
+    return row[0] if row and row[0] is not None else None
+
+
 def revoke_node(conn: sqlite3.Connection, node_id: str, reason: str, now: float) -> int:
     """Revoke a node and every certificate it holds; returns how many certificates."""
     conn.execute(
@@ -128,11 +138,6 @@ def revoke_node(conn: sqlite3.Connection, node_id: str, reason: str, now: float)
         (now, node_id),
     )
     return cursor.rowcount
-
-
-def unrevoke_node(conn: sqlite3.Connection, node_id: str) -> None:
-    """Trust a node id again (it joined anew with a valid token)."""
-    conn.execute("DELETE FROM revoked_nodes WHERE node_id = ?", (node_id,))
 
 
 def revoked_nodes(conn: sqlite3.Connection) -> dict[str, str]:

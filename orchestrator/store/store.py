@@ -355,10 +355,10 @@ class Store:
         with self._db.write() as conn:
             return _credentials.revoke_node(conn, node_id, reason, self._clock())
 
-    def unrevoke_node(self, node_id: str) -> None:
-        """Trust a node id again after it joined with a valid token."""
-        with self._db.write() as conn:
-            _credentials.unrevoke_node(conn, node_id)
+    def live_certificate_until(self, node_id: str) -> float | None:
+        """When the node's latest valid certificate expires (None: it holds none)."""
+        with self._db.read() as conn:
+            return _credentials.live_certificate_until(conn, node_id, self._clock())
 
     def revoked_nodes(self) -> dict[str, str]:
         """Revoked node id → reason."""

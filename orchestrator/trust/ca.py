@@ -32,6 +32,7 @@ from edgefleet_common.pki import (
     load_cert,
     load_key,
     new_key,
+    node_server_name,
     now,
     valid_node_id,
     write_private,
@@ -120,7 +121,7 @@ class ClusterCa:
         if not isinstance(public, ec.EllipticCurvePublicKey):
             raise PkiError("the signing request's key is not an ECDSA key")
         names: list[x509.GeneralName] = [
-            x509.DNSName(node_id),
+            x509.DNSName(node_server_name(node_id)),
             x509.UniformResourceIdentifier(NODE_URI_PREFIX + node_id),
         ]
         cert = self._sign(public, node_id, names, lifetime, server=True)

@@ -19,7 +19,7 @@ import grpc
 
 from edgefleet.v1 import trust_pb2_grpc
 from edgefleet_common.grpc_transport import client_options, server_options
-from edgefleet_common.pki import Credentials, write_private
+from edgefleet_common.pki import Credentials, node_server_name, write_private
 from orchestrator.events import EventLog
 from orchestrator.store import Store
 from orchestrator.trust.ca import DEFAULT_NODE_CERT_LIFETIME, ClusterCa
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_FILE = "join-token"
 GATEWAY_CERT_LIFETIME = timedelta(days=365)
+JOIN_MAX_REQUEST = 64 * 1024
 PKI_DIR = "pki"
 
 
@@ -69,7 +70,7 @@ class ClusterTrust:
 
     def node_channel(self, node_id: str, address: str) -> Any:
         """An mTLS channel to a node: its certificate must be this CA's and name `node_id`."""
-        options = [*client_options(), ("grpc.ssl_target_name_override", node_id)]
+        options = [*client_options(), ("grpc.ssl_target_name_override", node_server_name(node_id))]
         return grpc.aio.secure_channel(address, self._channel_credentials, options=options)
 
     def gateway_tls(self, host: str) -> ssl.SSLContext:
@@ -91,7 +92,10 @@ class ClusterTrust:
 
     async def serve_join(self, listen: str, events: EventLog, on_join: Any) -> tuple[Any, int]:
         """Start the join endpoint (TLS with the CA's certificate); (server, port)."""
-        server = grpc.aio.server(options=server_options())
+        # Anyone may call this port: requests are a token and a signing request, small.
+        options = [o for o in server_options() if o[0] != "grpc.max_receive_message_length"]
+        options.append(("grpc.max_receive_message_length", JOIN_MAX_REQUEST))
+        server = grpc.aio.server(options=options)
         trust_pb2_grpc.add_JoinServiceServicer_to_server(
             JoinService(
                 self.ca, self.book, self.store, events, self.node_cert_lifetime, on_join=on_join

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import grpc
 from cryptography import x509
@@ -69,8 +69,22 @@ class JoinService(trust_pb2_grpc.JoinServiceServicer):
             )
         token = self._book.check_join(request.credential)
         csr = load_csr(_pem(request.csr_pem, "csr_pem"))
-        if node_id in self._store.revoked_nodes():
-            self._store.unrevoke_node(node_id)
+        reason = self._store.revoked_nodes().get(node_id)
+        if reason is not None:
+            raise StatusError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"node id {node_id} was revoked ({reason}) and stays revoked: give this box "
+                "another id",
+            )
+        until = self._store.live_certificate_until(node_id)
+        if until is not None:
+            # Otherwise any token holder could take over a live node's identity.
+            raise StatusError(
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"node {node_id} already holds a valid certificate (until "
+                f"{datetime.fromtimestamp(until, UTC):%Y-%m-%d %H:%M:%S} UTC); a box that "
+                "replaces it joins under a new id (and `edgectl node revoke` retires the old)",
+            )
         issued = self._issue(csr, node_id)
         self._events.record(
             "info",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -98,6 +99,10 @@ def test_the_ca_is_made_once_and_binds_node_certificates_to_their_ids(tmp_path: 
     issued = ca.issue_node(load_csr(node_csr(key, "kiosk-1")), "kiosk-1", timedelta(hours=1))
     cert = Credentials(key_pem(key), issued.pem, ca.cert_pem).cert
     assert node_id_of(cert) == "kiosk-1"
+    # Its only DNS name is under the reserved .invalid domain: it cannot pass for a real
+    # host, nor for the join endpoint.
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["kiosk-1.node.edgefleet.invalid"]
     assert ca.issued_by_me(cert)
     assert not ClusterCa.load_or_create(tmp_path / "other", "x").issued_by_me(cert)
     assert is_controller(ca.controller_credentials(tmp_path / "pki").cert)
@@ -173,12 +178,16 @@ def test_join_renew_and_every_refusal_over_tls(tmp_path: Path, store: Store) -> 
             grpc.StatusCode.INVALID_ARGUMENT
         )
 
+        # Nobody takes over the id of a node that holds a valid certificate.
+        with pytest.raises(node_trust.JoinError, match="already holds a valid certificate"):
+            node_trust.join("edge-1", endpoint.token, address, tmp_path / "thief")
+
         store.revoke_node("edge-1", "box stolen")
         with pytest.raises(node_trust.JoinError, match="was revoked"):
             node_trust.renew("edge-1", renewed, tmp_path / "node")
-        # Joining again with a valid token re-admits the node.
-        node_trust.join("edge-1", endpoint.token, address, tmp_path / "node")
-        assert "edge-1" not in store.revoked_nodes()
+        # A revoked id stays revoked, even for a holder of a valid token.
+        with pytest.raises(node_trust.JoinError, match="stays revoked"):
+            node_trust.join("edge-1", endpoint.token, address, tmp_path / "node")
 
     asyncio.run(endpoint.run(scenario))
 
