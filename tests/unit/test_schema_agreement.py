@@ -131,8 +131,10 @@ def near_valid_documents(draw: st.DrawFn) -> Any:
             continue
         parent, last = _get(document, path[:-1]), path[-1]
         action = draw(st.sampled_from(["replace", "delete", "add"]))
+        # Copies: a list or dict drawn from INTERESTING is one shared object, and a later
+        # step mutating it would change what the strategy draws next.
         if action == "replace":
-            parent[last] = draw(JSON_VALUES)
+            parent[last] = copy.deepcopy(draw(JSON_VALUES))
         elif action == "delete":
             if isinstance(parent, dict):
                 del parent[last]
@@ -140,9 +142,9 @@ def near_valid_documents(draw: st.DrawFn) -> Any:
                 parent.pop(last)
         elif isinstance(parent, dict):
             key = draw(st.sampled_from(KEYS) | st.text(max_size=6))
-            parent[key] = draw(JSON_VALUES)
+            parent[key] = copy.deepcopy(draw(JSON_VALUES))
         else:
-            parent.append(draw(JSON_VALUES))
+            parent.append(copy.deepcopy(draw(JSON_VALUES)))
     return document
 
 
