@@ -17,6 +17,7 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,6 +69,29 @@ def load_key(pem: bytes) -> ec.EllipticCurvePrivateKey:
 def cert_pem(cert: x509.Certificate) -> bytes:
     """The certificate as PEM."""
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def self_signed(
+    key: ec.EllipticCurvePrivateKey,
+    name: x509.Name,
+    not_before: datetime,
+    not_after: datetime,
+    extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
+) -> x509.Certificate:
+    """A certificate `key` signs for itself (a CA's, or a throwaway one), with
+    (extension, critical) pairs."""
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(key, hashes.SHA256())
 
 
 def load_cert(pem: bytes) -> x509.Certificate:

@@ -263,8 +263,7 @@ def run_daemon(args: argparse.Namespace) -> int:
                 "trust it until it joins",
                 extra={"error": str(exc)},
             )
-            serving = ServingCredentials(unjoined_credentials(config.node_id))
-            serving.joined = False
+            serving = ServingCredentials(unjoined_credentials(config.node_id), joined=False)
     if args.insecure:
         log.warning(
             "INSECURE: the node API has no TLS and no authentication; anyone who reaches "

@@ -10,17 +10,16 @@ with INVALID_ARGUMENT and one warning line, before its handler is called.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import grpc
 from google.protobuf.message import DecodeError
 
-log = logging.getLogger(__name__)
+from edgefleet_common.grpc_checks import Handler, checked
 
-Handler = Any
-"""grpc.RpcMethodHandler (grpcio ships no type information)."""
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,28 +54,15 @@ async def _refuse(method: str, request: Malformed, context: Any) -> NoReturn:
 def guard(method: str, handler: Handler) -> Handler:
     """`handler` with a lenient deserializer and a check before its behaviour."""
     if handler is None or handler.request_streaming or handler.request_deserializer is None:
-        return handler  # no NodeService method streams its requests
-    if handler.response_streaming:
-        stream = handler.unary_stream
+        return handler  # no method of ours streams its requests
 
-        async def unary_stream(request: object, context: Any) -> AsyncIterator[object]:
-            if isinstance(request, Malformed):
-                await _refuse(method, request, context)
-            async for item in stream(request, context):
-                yield item
+    async def refuse_malformed(request: object, context: Any) -> None:
+        if isinstance(request, Malformed):
+            await _refuse(method, request, context)
 
-        behaviour: dict[str, object] = {"unary_stream": unary_stream}
-    else:
-        unary = handler.unary_unary
-
-        async def unary_unary(request: object, context: Any) -> object:
-            if isinstance(request, Malformed):
-                await _refuse(method, request, context)
-            return await unary(request, context)
-
-        behaviour = {"unary_unary": unary_unary}
-    lenient = _lenient(handler.request_deserializer)
-    return handler._replace(request_deserializer=lenient, **behaviour)
+    wrapped = checked(handler, refuse_malformed)
+    assert wrapped is not None  # a handler with a unary request is always wrapped
+    return wrapped._replace(request_deserializer=_lenient(handler.request_deserializer))
 
 
 class MalformedRequests(grpc.aio.ServerInterceptor):  # type: ignore[misc]

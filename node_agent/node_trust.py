@@ -32,12 +32,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from edgefleet.v1 import trust_pb2, trust_pb2_grpc
+from edgefleet_common.grpc_checks import checked
 from edgefleet_common.grpc_transport import client_options
 from edgefleet_common.join_token import JoinToken
 from edgefleet_common.pki import (
     JOIN_SERVER_NAME,
     Credentials,
     PkiError,
+    cert_pem,
     fingerprint,
     is_controller,
     key_pem,
@@ -47,6 +49,7 @@ from edgefleet_common.pki import (
     node_csr,
     node_id_of,
     now,
+    self_signed,
     write_private,
 )
 
@@ -150,17 +153,7 @@ def unjoined_credentials(node_id: str) -> Credentials:
     key = new_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{node_id} (not joined)")])
     start = now()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM)
+    pem = cert_pem(self_signed(key, name, start, start + timedelta(days=1)))
     return Credentials(key_pem=key_pem(key), cert_pem=pem, ca_pem=pem)
 
 
@@ -197,12 +190,13 @@ def _accept(
 class ServingCredentials:
     """The node API's TLS: the current certificate, swapped in when it is renewed."""
 
-    def __init__(self, credentials: Credentials) -> None:
+    def __init__(self, credentials: Credentials, *, joined: bool = True) -> None:
+        """`joined=False`: a throwaway certificate of a node that is no member (nothing to
+        renew)."""
         self._lock = threading.Lock()
         self._current = credentials
         self._changed = False
-        self.joined = True
-        """False for a node serving a throwaway certificate (nothing to renew)."""
+        self.joined = joined
 
     @property
     def current(self) -> Credentials:
@@ -277,60 +271,27 @@ async def keep_renewed(
 
 class ControllerOnly(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Admit only calls whose client certificate names the controller (PERMISSION_DENIED
-    otherwise); TLS has already checked that the cluster CA signed it."""
+    otherwise); TLS has already checked that the cluster CA signed it. A method shape
+    the node API does not use is refused (UNIMPLEMENTED), never left unchecked."""
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        return _guarded(handler)
+        return checked(handler, _require_controller)
 
 
-def _peer_is_controller(context: Any) -> bool:
+async def _require_controller(request: Any, context: Any) -> None:
     pems = context.auth_context().get("x509_pem_cert") or []
     try:
-        return any(is_controller(load_cert(pem)) for pem in pems)
+        admitted = any(is_controller(load_cert(pem)) for pem in pems)
     except PkiError:
-        return False
-
-
-_DENIED = "only the cluster's controller may call the node API"
-
-
-def _guarded(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler | None:
-    if handler.unary_unary is not None:
-        inner_uu = handler.unary_unary
-
-        async def unary_unary(request: Any, context: Any) -> Any:
-            if not _peer_is_controller(context):
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, _DENIED)
-            return await inner_uu(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+        admitted = False
+    if not admitted:
+        await context.abort(
+            grpc.StatusCode.PERMISSION_DENIED, "only the cluster's controller may call the node API"
         )
-    if handler.unary_stream is not None:
-        inner_us = handler.unary_stream
-
-        async def unary_stream(request: Any, context: Any) -> Any:
-            if not _peer_is_controller(context):
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, _DENIED)
-            result = inner_us(request, context)
-            if hasattr(result, "__aiter__"):
-                async for item in result:
-                    yield item
-            else:
-                await result
-
-        return grpc.unary_stream_rpc_method_handler(
-            unary_stream,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    return None  # a shape the node API does not use: refused (UNIMPLEMENTED), never unguarded

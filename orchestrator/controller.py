@@ -191,18 +191,17 @@ class Controller:
         if not listen:
             return ""
         host, _, port = listen.rpartition(":")
-        trust = self.trust
         # Off loopback, the gateway speaks HTTPS (a certificate from the cluster CA) and
         # admits only requests with an API key; on loopback, the box's own users are trusted.
-        guarded = trust is not None and not is_loopback(listen)
-        tls = trust.gateway_tls(host.strip("[]")) if trust is not None and guarded else None
+        guard = self.trust if not is_loopback(listen) else None
+        tls = guard.gateway_tls(host.strip("[]")) if guard is not None else None
         escalator = self._escalator = Escalator(events)
         gateway = HttpServer(
             OpenAiGateway(
                 router,
                 reconciler.deployments,
                 escalator,
-                api_keys=trust.book.check_api_key if trust is not None and guarded else None,
+                api_keys=guard.book.check_api_key if guard is not None else None,
             ).handle
         )
         try:

@@ -42,7 +42,8 @@ class TrustAdmin:
         self._fleet = fleet
         self._events = events
 
-    def _book_trust(self) -> ClusterTrust:
+    def _required(self) -> ClusterTrust:
+        """The cluster's trust (FAILED_PRECONDITION for an `--insecure` controller)."""
         if self._trust is None:
             raise StatusError(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -63,7 +64,7 @@ class TrustAdmin:
             raise StatusError(
                 grpc.StatusCode.INVALID_ARGUMENT, f"ttl_s must be 0 (no expiry) to {MAX_TTL_S:g}"
             )
-        row, secret = self._book_trust().book.create(kind, request.description, request.ttl_s)
+        row, secret = self._required().book.create(kind, request.description, request.ttl_s)
         self._events.record(
             "info", "CredentialCreated", f"{kind}/{row.id}", f"{kind} {row.id} created"
         )
@@ -74,7 +75,7 @@ class TrustAdmin:
     def list(
         self, request: controller_pb2.ListCredentialsRequest
     ) -> controller_pb2.ListCredentialsResponse:
-        rows = self._book_trust().book.list(_kind(request.kind))
+        rows = self._required().book.list(_kind(request.kind))
         return controller_pb2.ListCredentialsResponse(
             credentials=[credential_view(r) for r in rows]
         )
@@ -83,7 +84,7 @@ class TrustAdmin:
         self, request: controller_pb2.RevokeCredentialRequest
     ) -> controller_pb2.RevokeCredentialResponse:
         kind = _kind(request.kind)
-        book = self._book_trust().book
+        book = self._required().book
         if not any(row.id == request.id for row in book.list(kind)):
             raise StatusError(grpc.StatusCode.NOT_FOUND, f"no {kind} {request.id[:40]!r}")
         revoked = book.revoke(kind, request.id)
@@ -96,7 +97,7 @@ class TrustAdmin:
     def revoke_node(
         self, request: controller_pb2.RevokeNodeRequest
     ) -> controller_pb2.RevokeNodeResponse:
-        trust = self._book_trust()
+        trust = self._required()
         if not request.node_id or len(request.node_id) > 63:
             raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, "node_id must be 1-63 characters")
         reason = request.reason[:MAX_DESCRIPTION] or "revoked by an operator"

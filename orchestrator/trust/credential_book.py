@@ -1,4 +1,5 @@
-"""Join tokens and gateway API keys: made, checked, listed and revoked.
+"""The credentials the controller hands out — join tokens and gateway API keys: made,
+checked, listed and revoked.
 
 A secret is shown once, when it is made; the store keeps only its SHA-256 (the
 secrets are 192 random bits, so a fast hash is enough: there is nothing to
@@ -34,7 +35,7 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-class TokenBook:
+class CredentialBook:
     """The controller's join tokens and API keys, in its store."""
 
     def __init__(
