@@ -57,7 +57,7 @@ from edgefleet.v1 import (  # noqa: E402
 )
 from edgefleet_common.grpc_transport import client_options, server_options  # noqa: E402
 from edgefleet_common.ports import free_port  # noqa: E402
-from node_agent.wire import timestamp  # noqa: E402
+from edgefleet_contract.wire import timestamp  # noqa: E402
 from orchestrator.manifest import load_text  # noqa: E402
 from orchestrator.scheduler import NodeView, schedule  # noqa: E402
 

@@ -3,8 +3,10 @@
 A request for an agent (or a model alias) first takes a place in that target's
 queue — refused with QueueFull when the queue is full, so a busy node pushes
 back instead of growing without bound — then waits for a node-wide agent slot
-(`max_concurrent_agents`) and a slot on its model (a llama.cpp server serves one
-request at a time). The waiting count is the queue depth the node reports.
+(`max_concurrent_agents`) and a slot on its model: as many as its runtime runs at
+once (a llama.cpp server's slots, Ollama's parallel setting), so the runtime never
+queues what the node could count and bound. The waiting count is the queue depth
+the node reports.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from node_agent.desired import NodeLimits
+from edgefleet_contract.desired import NodeLimits
 from node_agent.errors import QueueFull
 
 EWMA_ALPHA = 0.3

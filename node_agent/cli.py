@@ -25,12 +25,17 @@ from edgefleet_common.join_token import TOKEN_ENV, JoinToken, TokenFormatError
 from edgefleet_common.logs import configure_logging
 from edgefleet_common.pki import DEFAULT_JOIN_PORT, Credentials, PkiError, fingerprint, load_cert
 from edgefleet_common.version import __version__
+from edgefleet_contract.join_advert import discover_join_endpoints
 from node_agent.capacity import read_capacity
 from node_agent.catalog import Catalog
-from node_agent.config import DEFAULT_METRICS_PORT, DEFAULT_PORT, NodeConfig, default_data_dir
-from node_agent.daemon import Node
+from node_agent.config import (
+    DEFAULT_GATEWAY_PORT,
+    DEFAULT_METRICS_PORT,
+    DEFAULT_PORT,
+    NodeConfig,
+    default_data_dir,
+)
 from node_agent.errors import NodeError
-from node_agent.join_mdns import discover_join_endpoints
 from node_agent.node_trust import (
     JoinError,
     ServingCredentials,
@@ -77,6 +82,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the daemon", description="Run the node daemon.")
     run.add_argument("--id", required=True, dest="node_id", help="this node's id")
+    _add_serving_arguments(run)
+    run.add_argument("--llama-threads", type=int, default=1, help="llama.cpp threads per model")
+    run.add_argument("--llama-context", type=int, default=2048, help="llama.cpp context size")
+    _add_membership_arguments(run)
+    run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    run.add_argument("--log-format", default="text", choices=("text", "json"))
+    run.set_defaults(run=run_daemon)
+
+    info = commands.add_parser(
+        "info",
+        help="show this box's capacity, runtimes and models",
+        description="Show this box's capacity, runtimes and catalog, or ask a running node.",
+    )
+    info.add_argument("--catalog", type=Path, help="model catalog file (YAML)")
+    info.add_argument("--node", metavar="HOST:PORT", help="ask the node daemon running there")
+    info.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    info.set_defaults(run=run_info)
+    return parser
+
+
+def _add_serving_arguments(run: argparse.ArgumentParser) -> None:
+    """`edge-node run`: where the node serves, keeps its state, and how it is found."""
     run.add_argument(
         "--listen",
         default=f"0.0.0.0:{DEFAULT_PORT}",
@@ -117,8 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT|off",
         help=f"Prometheus /metrics address (default 127.0.0.1:{DEFAULT_METRICS_PORT})",
     )
-    run.add_argument("--llama-threads", type=int, default=1, help="llama.cpp threads per model")
-    run.add_argument("--llama-context", type=int, default=2048, help="llama.cpp context size")
+    run.add_argument(
+        "--gateway-listen",
+        default=f"127.0.0.1:{DEFAULT_GATEWAY_PORT}",
+        metavar="HOST:PORT|off",
+        help=f"the node's OpenAI-compatible gateway (default 127.0.0.1:{DEFAULT_GATEWAY_PORT}; "
+        "off loopback it serves HTTPS and needs API keys)",
+    )
+
+
+def _add_membership_arguments(run: argparse.ArgumentParser) -> None:
+    """`edge-node run`: joining the cluster, or serving without TLS."""
     run.add_argument(
         "--join",
         metavar="TOKEN",
@@ -137,20 +173,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the node API without TLS or authentication (labs only: anyone who "
         "reaches the port can command this node)",
     )
-    run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
-    run.add_argument("--log-format", default="text", choices=("text", "json"))
-    run.set_defaults(run=run_daemon)
-
-    info = commands.add_parser(
-        "info",
-        help="show this box's capacity, runtimes and models",
-        description="Show this box's capacity, runtimes and catalog, or ask a running node.",
-    )
-    info.add_argument("--catalog", type=Path, help="model catalog file (YAML)")
-    info.add_argument("--node", metavar="HOST:PORT", help="ask the node daemon running there")
-    info.add_argument("-o", "--output", choices=("text", "json"), default="text")
-    info.set_defaults(run=run_info)
-    return parser
 
 
 def config_from(args: argparse.Namespace) -> NodeConfig:
@@ -159,6 +181,11 @@ def config_from(args: argparse.Namespace) -> NodeConfig:
         host, port = host_port(args.listen, DEFAULT_PORT)
         metrics_host, metrics_port = (
             ("", None) if args.metrics == "off" else host_port(args.metrics, DEFAULT_METRICS_PORT)
+        )
+        gateway_host, gateway_port = (
+            (None, DEFAULT_GATEWAY_PORT)
+            if args.gateway_listen == "off"
+            else host_port(args.gateway_listen, DEFAULT_GATEWAY_PORT)
         )
     except argparse.ArgumentTypeError as exc:
         raise SystemExit(f"edge-node: error: {exc}") from None
@@ -177,11 +204,16 @@ def config_from(args: argparse.Namespace) -> NodeConfig:
         metrics_port=metrics_port,
         llama_threads=args.llama_threads,
         llama_context=args.llama_context,
+        gateway_host=gateway_host,
+        gateway_port=gateway_port,
     )
 
 
 async def _serve(config: NodeConfig, serving: ServingCredentials | None) -> None:
-    from node_agent.server import NodeService  # the servicer imports the whole node stack
+    # The daemon and its servicer import the whole node stack, Agent Framework included;
+    # `edge-node info` and `--help` need none of it.
+    from node_agent.daemon import Node
+    from node_agent.server import NodeService
 
     node = Node(config, serving=serving)
     stop = asyncio.Event()

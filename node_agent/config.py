@@ -11,6 +11,7 @@ from edgefleet_common.paths import state_dir
 
 DEFAULT_PORT = 7443
 DEFAULT_METRICS_PORT = 9464
+DEFAULT_GATEWAY_PORT = 7480
 
 
 def default_data_dir(node_id: str) -> Path:
@@ -38,3 +39,8 @@ class NodeConfig:
     """None: no metrics endpoint; 0: any free port."""
     llama_threads: int = 1
     llama_context: int = 2048
+    gateway_host: str | None = None
+    """Where the node's OpenAI-compatible gateway listens; None: no gateway (`edge-node
+    run` defaults to 127.0.0.1)."""
+    gateway_port: int = DEFAULT_GATEWAY_PORT
+    """0: any free port."""

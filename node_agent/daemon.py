@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -12,25 +13,34 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from edgefleet.v1 import common_pb2, node_pb2, node_pb2_grpc
 from edgefleet_common.grpc_transport import server_options
+from edgefleet_common.malformed import MalformedRequests
 from edgefleet_common.version import __version__
+from edgefleet_contract.desired import ItemChange, NodeDesired, compare
+from edgefleet_contract.node_advert import Advertiser, NodeAdvert, local_addresses
+from edgefleet_contract.routing_table import RoutingTable
+from edgefleet_contract.wire import AGENT_STATES, MODEL_STATES, timestamp
 from node_agent.admission import Admission
 from node_agent.agents.host import AgentHost
+from node_agent.caller_roles import RoleGuard
 from node_agent.capacity import read_capacity
 from node_agent.catalog import Catalog
 from node_agent.changes import ChangeSignal
 from node_agent.config import NodeConfig
-from node_agent.desired import ItemChange, NodeDesired, compare
 from node_agent.errors import StaleGeneration
-from node_agent.malformed import MalformedRequests
-from node_agent.mdns import Advertiser, NodeAdvert, local_addresses
+from node_agent.fencing import TargetFences
+from node_agent.gateway_host import NodeGateway
+from node_agent.local_stub import NodeHandlers
 from node_agent.metrics import NodeMetrics
+from node_agent.model_capacity import CapacityReader, node_load_figures
 from node_agent.model_proxy import ModelProxy
-from node_agent.models import ModelManager, RuntimeFactory
-from node_agent.node_trust import ControllerOnly, ServingCredentials, keep_renewed
+from node_agent.models import ModelManager
+from node_agent.node_directory import local_replica
+from node_agent.node_trust import ServingCredentials, keep_renewed, pki_dir
+from node_agent.routes_store import RoutesStore
+from node_agent.runtime_pool import RuntimeFactory
 from node_agent.runtimes.base import RUNTIME_NAMES, Runtime, StateListener
 from node_agent.runtimes.registry import create_runtime
 from node_agent.state_file import StateFile
-from node_agent.wire import AGENT_STATES, MODEL_STATES, timestamp
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +82,13 @@ class Node:
             self.models, self.admission, self.metrics, config.data_dir, self.changes.bump
         )
         self.proxy = ModelProxy(self.models, self.admission, self.metrics)
+        self.capacity = CapacityReader(self.models, self.metrics)
         self.state_file = StateFile(config.data_dir)
         self.desired = NodeDesired()
+        self.fences = TargetFences()
+        self.routes = RoutesStore(config.data_dir, self._routes_changed)
+        self.gateway: NodeGateway | None = None
+        """The node's OpenAI-compatible gateway, once it serves."""
         self.enacted_generation = 0
         """The generation whose models and agents the status lists (set once enacted)."""
         self.started_at = time.time()
@@ -103,9 +118,7 @@ class Node:
                     "this node already runs"
                 )
             if desired.generation == current.generation:
-                if desired.model_dump(exclude={"controller_id"}) != current.model_dump(
-                    exclude={"controller_id"}
-                ):
+                if desired.content_key() != current.content_key():
                     raise StaleGeneration(
                         f"generation {desired.generation} was already applied with other "
                         "content; send a newer generation"
@@ -114,6 +127,9 @@ class Node:
             changes = compare(current, desired)
             # Saved before acting: after a crash the node restarts into what it was told.
             await asyncio.to_thread(self.state_file.save, desired)
+            # Fenced before acting: a request routed with an older table is refused as soon
+            # as the target it was meant for changes.
+            self.fences.applied(desired, changes)
             await self._enact(desired)
             log.info(
                 "desired state applied",
@@ -132,10 +148,13 @@ class Node:
         await self.admission.configure(
             limits.max_queue_per_agent, limits.max_concurrent_agents or None
         )
-        # Agents first: one that goes away starts draining before its model is retired,
-        # and the model waits for its last request (see ModelManager).
+        # Models the state brings join the set first, so an agent (re)started on one finds
+        # it there (pending until loaded), never missing; then agents, where one that goes
+        # away starts draining; then the models nobody wants leave, each once the requests
+        # still running on it are done (see Retirements).
+        await self.models.add(desired.models, limits)
         await self.agents.reconcile(desired.agents)
-        await self.models.reconcile(desired.models, limits)
+        await self.models.retire(desired.models)
         # Statuses say this generation only now: one composed meanwhile (a heartbeat)
         # must not claim it while its models and agents are not yet in the lists.
         self.enacted_generation = desired.generation
@@ -151,17 +170,27 @@ class Node:
             extra={"generation": saved.generation, "agents": len(saved.agents)},
         )
         async with self._apply_lock:
+            self.fences.restored(saved)
             await self._enact(saved)
         return True
+
+    def _routes_changed(self, table: RoutingTable) -> None:
+        self.changes.bump()  # statuses say which table the gateway routes with
+        if self.gateway is not None:
+            self.gateway.routes_changed(table)
 
     # -- what the node reports -------------------------------------------------------
 
     async def status(self, seq: int, heartbeat: bool) -> node_pb2.NodeStatus:
         """The node's whole current status."""
         in_flight, waiting, ewma = self.admission.totals()
+        # Queue depths count what waits inside a runtime too: that is where the
+        # balancers see work a replica has not started.
+        capacities = await self.capacity.read()
         models = []
         for slot in self.models.slots():
             load = self.admission.loads.get(slot.want.alias)
+            capacity = capacities.get(slot.want.alias)
             models.append(
                 common_pb2.ModelStatus(
                     alias=slot.want.alias,
@@ -171,14 +200,17 @@ class Node:
                     memory_bytes=slot.memory_bytes,
                     runtime=slot.runtime,
                     in_flight=load.in_flight if load else 0,
-                    queue_depth=load.waiting if load else 0,
+                    queue_depth=(load.waiting if load else 0)
+                    + (capacity.queued if capacity else 0),
                     last_used=timestamp(time.time() - (time.monotonic() - slot.last_used)),
+                    capacity=capacity.proto() if capacity else None,
                 )
             )
         agents = []
         for name in self.agents.names():
             state, reason = self.agents.state(name)
             load = self.admission.loads.get(name)
+            model = capacities.get(self.agents.model_of(name))
             agents.append(
                 common_pb2.AgentStatus(
                     name=name,
@@ -186,7 +218,7 @@ class Node:
                     state=AGENT_STATES[state],
                     reason=reason,
                     in_flight=load.in_flight if load else 0,
-                    queue_depth=load.waiting if load else 0,
+                    queue_depth=(load.waiting if load else 0) + (model.queued if model else 0),
                     latency_ewma_ms=load.latency_ewma_ms if load else 0.0,
                     requests_total=load.requests_total if load else 0,
                     failures_total=load.failures_total if load else 0,
@@ -194,6 +226,7 @@ class Node:
             )
         memory_used = await self.models.memory_used()
         self.metrics.model_memory.set(memory_used)
+        slots_total, slots_busy, runtime_queued = node_load_figures(capacities)
         return node_pb2.NodeStatus(
             node_id=self.config.node_id,
             generation=self.enacted_generation,
@@ -204,12 +237,16 @@ class Node:
             agents=agents,
             load=common_pb2.NodeLoad(
                 in_flight=in_flight,
-                queue_depth=waiting,
+                queue_depth=waiting + runtime_queued,
                 latency_ewma_ms=ewma,
                 memory_used_bytes=memory_used,
+                slots_total=slots_total,
+                slots_busy=slots_busy,
+                runtime_queue_depth=runtime_queued,
             ),
             capacity=_capacity_proto(),
             heartbeat_interval_s=self.config.heartbeat_interval_s,
+            routes_generation=self.routes.generation,
         )
 
     async def info(self) -> node_pb2.NodeInfo:
@@ -237,19 +274,23 @@ class Node:
             started_at=timestamp(self.started_at),
             controller_id=self.desired.controller_id,
             labels=dict(self.config.labels),
+            gateway_url=self.gateway.url if self.gateway is not None else "",
         )
 
     # -- life cycle ------------------------------------------------------------------
 
-    async def start(self, servicer_factory: Callable[[Node], object]) -> None:
-        """Restore saved state, then serve the node API, metrics and the mDNS advert."""
+    async def start(self, servicer_factory: Callable[[Node], NodeHandlers]) -> None:
+        """Restore the saved state and routing table, then serve the node API, the
+        gateway, metrics and the mDNS advert."""
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         await self.restore()
+        await self.routes.restore()
         interceptors: list[object] = [MalformedRequests()]
         if self.serving is not None:
-            interceptors.insert(0, ControllerOnly())
+            interceptors.insert(0, RoleGuard())
         server = grpc.aio.server(options=server_options(), interceptors=interceptors)
-        node_pb2_grpc.add_NodeServiceServicer_to_server(servicer_factory(self), server)
+        service = servicer_factory(self)
+        node_pb2_grpc.add_NodeServiceServicer_to_server(service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         address = f"{self.config.listen_host}:{self.config.listen_port}"
         if self.serving is None:
@@ -277,6 +318,7 @@ class Node:
                     "cannot serve metrics",
                     extra={"port": self.config.metrics_port, "error": str(exc)},
                 )
+        await self._serve_gateway(service)
         if self.config.advertise:
             self._advertiser = Advertiser(self._advert(), self.config.mdns_interfaces or None)
             await self._advertiser.start()
@@ -286,19 +328,46 @@ class Node:
                 "node": self.config.node_id,
                 "address": f"{self.config.listen_host}:{self.port}",
                 "metrics_port": self.metrics_port or None,
+                "gateway": self.gateway.url if self.gateway is not None else None,
                 "data_dir": str(self.config.data_dir),
                 "generation": self.desired.generation,
+                "routes_generation": self.routes.generation,
             },
         )
 
+    async def _serve_gateway(self, service: NodeHandlers) -> None:
+        """Serve the node's gateway if configured (see NodeGateway.start)."""
+        config = self.config
+        if config.gateway_host is None:
+            return
+        gateway = NodeGateway(
+            config.node_id,
+            config.gateway_host,
+            lambda: self.routes.table,
+            lambda: self.desired,
+            functools.partial(local_replica, self),
+            service,
+            self.serving,
+        )
+        advertised = local_addresses(config.mdns_interfaces or None)[0]
+        pki = pki_dir(config.data_dir)
+        if await gateway.start(config.gateway_port, advertised, pki):
+            self.gateway = gateway
+        else:
+            await gateway.close()
+
     def _advert(self) -> NodeAdvert:
         interfaces = self.config.mdns_interfaces or None
+        # Only a gateway other boxes can reach is worth telling the LAN about.
+        gateway = self.gateway if self.gateway is not None and self.gateway.exposed else None
         return NodeAdvert(
             node_id=self.config.node_id,
             version=__version__,
             port=self.port,
             cluster=self.config.cluster,
             addresses=local_addresses(interfaces),
+            gateway_port=gateway.port if gateway is not None else 0,
+            gateway_scheme=gateway.scheme if gateway is not None else "",
         )
 
     async def wait(self) -> None:
@@ -317,6 +386,8 @@ class Node:
         if self._advertiser is not None:
             steps.append(("mdns goodbye", self._advertiser.close))
         steps.append(("health", self._health.enter_graceful_shutdown))
+        if self.gateway is not None:
+            steps.append(("gateway", self.gateway.close))
         if self._server is not None:
             server = self._server
             steps.append(("grpc", lambda: server.stop(SHUTDOWN_GRACE_S)))

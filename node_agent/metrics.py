@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from wsgiref.simple_server import WSGIServer
 
@@ -62,8 +63,35 @@ class NodeMetrics:
         self.model_memory = Gauge(
             "edgefleet_model_memory_bytes", "Memory used by model runtimes", registry=self.registry
         )
+        self.model_slots = Gauge(
+            "edgefleet_model_slots",
+            "Requests a ready model runs at once (total) and runs now (busy), per its runtime",
+            ("model", "state"),
+            registry=self.registry,
+        )
+        self.runtime_queue_depth = Gauge(
+            "edgefleet_runtime_queue_depth",
+            "Requests waiting inside a model's runtime for a slot",
+            ("model",),
+            registry=self.registry,
+        )
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+
+    def set_capacity(self, model: str, total: int | None, busy: int, queued: int) -> None:
+        """Publish a ready model's capacity (no total: its runtime has no fixed slot count)."""
+        if total is not None:
+            self.model_slots.labels(model, "total").set(total)
+        self.model_slots.labels(model, "busy").set(busy)
+        self.runtime_queue_depth.labels(model).set(queued)
+
+    def forget_capacity(self, model: str) -> None:
+        """Drop the capacity series of a model that is no longer ready."""
+        for state in ("total", "busy"):
+            with contextlib.suppress(KeyError):
+                self.model_slots.remove(model, state)
+        with contextlib.suppress(KeyError):
+            self.runtime_queue_depth.remove(model)
 
     def serve(self, host: str, port: int) -> int:
         """Serve /metrics on HOST:PORT (0 picks a free port); returns the port."""

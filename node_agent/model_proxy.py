@@ -1,8 +1,10 @@
 """Passing OpenAI chat-completions requests straight to a loaded model's runtime.
 
 The gateway sends requests for a model alias (not an agent) here. The body is
-forwarded as the client wrote it, with `model` set to the name the runtime
-expects; the response bytes stream back as the runtime sent them.
+forwarded as the client wrote it (re-encoded only when `model` must change to the
+name the runtime expects); the response bytes stream back as the runtime sent them.
+The HTTP client is aiohttp's (its C parser keeps the hop to the runtime to a
+fraction of a millisecond; `bench/gateway.py` measures it).
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
 from node_agent.admission import Admission
 from node_agent.errors import InvalidRequest, RuntimeUnavailable
 from node_agent.metrics import NodeMetrics
 from node_agent.models import ModelManager
+from node_agent.runtimes.base import ModelEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,8 @@ class ProxyPart:
 
 
 def rewrite_body(body: bytes, model: str) -> bytes:
-    """The request body with `model` replaced; InvalidRequest when it is not a JSON object."""
+    """The request body with `model` set (the same bytes when it already is); InvalidRequest
+    when it is not a JSON object with messages."""
     try:
         parsed: Any = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -45,6 +49,8 @@ def rewrite_body(body: bytes, model: str) -> bytes:
         raise InvalidRequest("the request body must be a JSON object")
     if not isinstance(parsed.get("messages"), list) or not parsed["messages"]:
         raise InvalidRequest("`messages` must be a non-empty list")
+    if parsed.get("model") == model:
+        return body
     parsed["model"] = model
     return json.dumps(parsed, separators=(",", ":")).encode()
 
@@ -56,10 +62,17 @@ class ModelProxy:
         self._models = models
         self._admission = admission
         self._metrics = metrics
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT_S),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-        )
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Made on first use: a session belongs to the event loop that runs the node.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=256, limit_per_host=0),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S),
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
 
     async def forward(self, alias: str, body: bytes, timeout: float) -> AsyncIterator[ProxyPart]:
         """Send one request to the model's runtime and yield its response as it comes."""
@@ -72,59 +85,61 @@ class ModelProxy:
                 remaining = max(deadline - time.monotonic(), 0)
                 async with self._models.use(alias, remaining) as endpoint:
                     payload = rewrite_body(body, endpoint.model)
-                    request = self._client.build_request(
-                        "POST",
-                        f"{endpoint.base_url}/chat/completions",
-                        content=payload,
-                        headers={
-                            "content-type": "application/json",
-                            "authorization": f"Bearer {endpoint.api_key}",
-                        },
-                        timeout=httpx.Timeout(
-                            max(deadline - time.monotonic(), 0.001), connect=CONNECT_TIMEOUT_S
-                        ),
-                    )
-                    try:
-                        response = await self._client.send(request, stream=True)
-                    except httpx.HTTPError as exc:
-                        raise RuntimeUnavailable(
-                            f"the runtime of model `{alias}` did not answer: {exc!r}"
-                        ) from exc
-                    try:
-                        first = True
-                        chunks = _raw(response, alias)
-                        async for data in chunks:
-                            if first:
-                                first = False
-                                waited = time.monotonic() - started
-                                load.observe_latency(waited * 1000)
-                                self._metrics.first_token.labels(label).observe(waited)
-                                yield ProxyPart(
-                                    data,
-                                    response.status_code,
-                                    response.headers.get("content-type", ""),
-                                )
-                            else:
-                                yield ProxyPart(data)
-                        if first:  # an empty body still carries its status
-                            yield ProxyPart(
-                                b"", response.status_code, response.headers.get("content-type", "")
-                            )
-                    finally:
-                        await response.aclose()
-                outcome = "ok" if response.status_code < 400 else f"http_{response.status_code}"
+                    status = 0
+                    async for part in self._exchange(endpoint, payload, deadline, alias):
+                        if part.http_status:
+                            status = part.http_status
+                            waited = time.monotonic() - started
+                            load.observe_latency(waited * 1000)
+                            self._metrics.first_token.labels(label).observe(waited)
+                        yield part
+                outcome = "ok" if status < 400 else f"http_{status}"
             finally:
                 self._metrics.requests.labels(label, outcome).inc()
                 self._metrics.latency.labels(label).observe(time.monotonic() - started)
 
+    async def _exchange(
+        self, endpoint: ModelEndpoint, payload: bytes, deadline: float, alias: str
+    ) -> AsyncIterator[ProxyPart]:
+        """One HTTP exchange with the runtime: the first part carries status and type."""
+        headers = {
+            "content-type": "application/json",
+            "authorization": f"Bearer {endpoint.api_key}",
+            "accept-encoding": "identity",
+        }
+        if not endpoint.reuse_connections:
+            headers["connection"] = "close"
+        limit = aiohttp.ClientTimeout(
+            total=max(deadline - time.monotonic(), 0.001), sock_connect=CONNECT_TIMEOUT_S
+        )
+        try:
+            response = await self._client().post(
+                f"{endpoint.base_url}/chat/completions",
+                data=payload,
+                headers=headers,
+                timeout=limit,
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise RuntimeUnavailable(
+                f"the runtime of model `{alias}` did not answer: {exc!r}"
+            ) from exc
+        async with response:
+            content_type = response.headers.get("content-type", "")
+            first = True
+            try:
+                async for data in response.content.iter_any():
+                    yield (
+                        ProxyPart(data, response.status, content_type) if first else ProxyPart(data)
+                    )
+                    first = False
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise RuntimeUnavailable(
+                    f"the runtime of model `{alias}` broke off: {exc!r}"
+                ) from exc
+            if first:  # an empty body still carries its status
+                yield ProxyPart(b"", response.status, content_type)
+
     async def close(self) -> None:
         """Close the connections to the runtimes."""
-        await self._client.aclose()
-
-
-async def _raw(response: httpx.Response, alias: str) -> AsyncIterator[bytes]:
-    try:
-        async for data in response.aiter_raw():
-            yield data
-    except httpx.HTTPError as exc:
-        raise RuntimeUnavailable(f"the runtime of model `{alias}` broke off: {exc!r}") from exc
+        if self._session is not None:
+            await self._session.close()

@@ -1,10 +1,11 @@
 """Models on this node: loading, readiness, memory budget, idle unload, LRU eviction.
 
-The manager is told which models the node should have (`reconcile`) and works
-towards that in the background. A model's state is one of pending, loading,
-ready, unloading, failed. A wanted model that was unloaded because it sat idle,
-or was evicted to make room, goes back to `pending` and loads again on the next
-request that needs it.
+The manager is told which models the node should have (`reconcile`, or `add`
+then `retire` around a change of agents) and works towards that in the
+background. A model's state is one of pending, loading, ready, unloading,
+failed. A wanted model that was unloaded because it sat idle, or was evicted
+to make room, goes back to `pending` and loads again on the next request that
+needs it. A model no longer wanted leaves once its running requests are done.
 """
 
 from __future__ import annotations
@@ -19,17 +20,18 @@ from typing import Literal
 
 import psutil
 
+from edgefleet_contract.desired import ModelWant, NodeLimits
 from node_agent.catalog import Catalog
-from node_agent.desired import ModelWant, NodeLimits
 from node_agent.errors import ModelLoadError, NodeError, NotFound, RuntimeUnavailable, UnknownModel
 from node_agent.metrics import NodeMetrics
+from node_agent.model_retirement import Retirements
+from node_agent.runtime_pool import RuntimeFactory, RuntimePool
 from node_agent.runtimes.base import (
     LoadedState,
     LoadProgress,
     ModelEndpoint,
     ModelSource,
     Runtime,
-    StateListener,
 )
 
 log = logging.getLogger(__name__)
@@ -64,44 +66,6 @@ class ModelSlot:
         return self.source.memory_bytes if self.source else self.want.memory_bytes
 
 
-RuntimeFactory = Callable[[str, StateListener], Runtime]
-"""Builds the (not yet started) runtime adapter called NAME, reporting to a listener."""
-
-
-class RuntimePool:
-    """One runtime instance per runtime name, created and started on first use."""
-
-    def __init__(self, factory: RuntimeFactory, listener: StateListener) -> None:
-        self._factory = factory
-        self._listener = listener
-        self._runtimes: dict[str, Runtime] = {}
-        self._starting = asyncio.Lock()
-
-    async def get(self, name: str) -> Runtime:
-        """The started runtime called `name`."""
-        runtime = self._runtimes.get(name)
-        if runtime is not None:
-            return runtime
-        async with self._starting:  # two loads must not start the same runtime twice
-            runtime = self._runtimes.get(name)
-            if runtime is None:
-                runtime = self._factory(name, self._listener)
-                await runtime.start()
-                self._runtimes[name] = runtime
-        return runtime
-
-    def started(self) -> dict[str, Runtime]:
-        """Runtimes started so far, by name."""
-        return dict(self._runtimes)
-
-    async def close(self) -> None:
-        """Stop every runtime (their models go with them)."""
-        for runtime in self._runtimes.values():
-            with contextlib.suppress(Exception):
-                await runtime.stop()
-        self._runtimes.clear()
-
-
 class ModelManager:
     """Drives the node's models towards the wanted set; serves their base URLs."""
 
@@ -117,6 +81,9 @@ class ModelManager:
         self._metrics = metrics
         self._on_change = on_change
         self._slots: dict[str, ModelSlot] = {}
+        self._unstarted: set[str] = set()
+        """Models `add` put in the set, to load once `retire` made room."""
+        self._retirements = Retirements(self._unload, self._changed)
         self._limits = NodeLimits()
         self._lock = asyncio.Lock()
         self._sweeper: asyncio.Task[None] | None = None
@@ -127,18 +94,47 @@ class ModelManager:
 
     async def reconcile(self, wants: Sequence[ModelWant], limits: NodeLimits) -> None:
         """Make `wants` the set of models to have; loads and unloads run in the background."""
+        await self.add(wants, limits)
+        await self.retire(wants)
+
+    async def add(self, wants: Sequence[ModelWant], limits: NodeLimits) -> None:
+        """Make each model in `wants` part of the set as it is wanted now: a new one is
+        pending (it loads after `retire`, or on a first request), a changed one reloads.
+        Models not in `wants` stay until `retire`."""
         self._limits = limits
-        wanted = {w.alias: w for w in wants}
-        for alias in [a for a in self._slots if a not in wanted]:
-            await self._remove(alias)
-        for alias, want in wanted.items():
+        for want in wants:
+            alias = want.alias
+            returning = await self._retirements.take_back(alias)
+            if returning is not None:
+                self._slots[alias] = returning
+                self._unstarted.add(alias)  # loads again if its unload had begun
             slot = self._slots.get(alias)
             if slot is not None and slot.want == want:
                 continue
             if slot is not None:  # source or runtime changed: reload
                 await self._remove(alias)
             self._slots[alias] = ModelSlot(want=want)
-            self._start_load(alias)
+            self._unstarted.add(alias)
+        self._changed()
+
+    async def retire(self, wants: Sequence[ModelWant]) -> None:
+        """Retire the models not in `wants`, then start loading the wanted ones added since.
+
+        A retired model leaves the set at once; one still serving requests (a draining
+        agent's) is unloaded once they are done (see `Retirements`). Loads start after:
+        what leaves frees its memory first, as the budget expects.
+        """
+        wanted = {w.alias for w in wants}
+        for alias in [a for a in self._slots if a not in wanted]:
+            if self._slots[alias].in_use:
+                self._retirements.start(self._slots.pop(alias))
+            else:
+                await self._remove(alias)
+        for alias in sorted(self._unstarted):
+            slot = self._slots.get(alias)
+            if slot is not None and slot.state == "pending" and slot.task is None:
+                self._start_load(alias)
+        self._unstarted.clear()
         self._changed()
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_idle())
@@ -240,10 +236,10 @@ class ModelManager:
         return self._runtimes.started()
 
     def parallel_requests(self, alias: str) -> int | None:
-        """How many requests the model serves at once (None: no limit known)."""
+        """How many requests the model serves at once, as its runtime says (None: no limit)."""
         slot = self._slots.get(alias)
         runtime = self._runtimes.started().get(slot.runtime) if slot and slot.runtime else None
-        return runtime.parallel_requests if runtime is not None else None
+        return runtime.slots(alias) if runtime is not None else None
 
     def _runtime_event(self, alias: str, state: LoadedState, reason: str) -> None:
         """A runtime reports that a loaded model changed on its own (e.g. a crash)."""
@@ -281,6 +277,7 @@ class ModelManager:
         """Unload everything and stop the runtimes."""
         if self._sweeper is not None:
             self._sweeper.cancel()
+        await self._retirements.close()
         for alias in list(self._slots):
             await self._remove(alias)
         await self._runtimes.close()
@@ -398,8 +395,12 @@ class ModelManager:
                 incoming.counted = True
                 return
             need = incoming.expected_bytes()
+            if self._retirements.slots() and self._counted_bytes(incoming) + need > budget:
+                # Retiring models free their memory once their last requests are done
+                # (bounded by a grace period): wait for that rather than evict or fail.
+                await self._retirements.wait()
             others = [s for s in self._slots.values() if s.counted and s is not incoming]
-            used = sum(s.expected_bytes() for s in others)
+            used = self._counted_bytes(incoming)
             idle = [s for s in others if s.state == "ready" and not s.in_use]
             for victim in sorted(idle, key=lambda s: s.last_used):
                 if used + need <= budget:
@@ -420,6 +421,11 @@ class ModelManager:
                     "is in use; raise resources.max_memory_usage or model_cache_size"
                 )
             incoming.counted = True
+
+    def _counted_bytes(self, incoming: ModelSlot) -> int:
+        """Memory the models other than `incoming` hold or may take, retiring ones too."""
+        counted = [*self._slots.values(), *self._retirements.slots()]
+        return sum(s.expected_bytes() for s in counted if s.counted and s is not incoming)
 
     async def _sweep_idle(self) -> None:
         while True:

@@ -8,9 +8,10 @@ request for a key made here (the key never leaves the box). The certificate,
 key and CA go to `DATA_DIR/pki/` (0600), with the join address for renewals.
 
 Serving: the node API requires a client certificate signed by the cluster CA,
-and `ControllerOnly` admits only the controller's (a node's certificate, also
-signed by the CA, cannot command another node). The certificate is renewed
-after two thirds of its lifetime; new connections get the new one at once.
+and `caller_roles` admits each call by the certificate's role (the controller
+may command the node; another node may only send it requests). The certificate
+is renewed after two thirds of its lifetime; new connections get the new one at
+once, and its other users (the gateway's HTTPS, channels to peers) take it up.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from edgefleet.v1 import trust_pb2, trust_pb2_grpc
-from edgefleet_common.grpc_checks import checked
+from edgefleet_common.backoff import Backoff
 from edgefleet_common.grpc_transport import client_options
 from edgefleet_common.join_token import JoinToken
 from edgefleet_common.pki import (
@@ -41,7 +42,6 @@ from edgefleet_common.pki import (
     PkiError,
     cert_pem,
     fingerprint,
-    is_controller,
     key_pem,
     load_cert,
     load_key,
@@ -59,7 +59,8 @@ PKI_DIR = "pki"
 STEM = "node"
 CONTROLLER_FILE = "controller-address"
 JOIN_TIMEOUT_S = 15.0
-RENEW_RETRY_S = (1.0, 60.0)
+RENEW_RETRY_MIN_S = 1.0
+RENEW_RETRY_MAX_S = 60.0
 MIN_RENEW_WAIT_S = 1.0
 
 
@@ -196,6 +197,7 @@ class ServingCredentials:
         self._lock = threading.Lock()
         self._current = credentials
         self._changed = False
+        self._listeners: list[Callable[[Credentials], None]] = []
         self.joined = joined
 
     @property
@@ -205,9 +207,18 @@ class ServingCredentials:
             return self._current
 
     def replace(self, credentials: Credentials) -> None:
-        """Serve `credentials` on new connections from now on."""
+        """Serve `credentials` on new connections from now on (and tell the listeners)."""
         with self._lock:
             self._current, self._changed = credentials, True
+        for listener in list(self._listeners):
+            try:
+                listener(credentials)
+            except Exception:  # one user of the certificate must not stop its renewal
+                log.exception("taking a renewed certificate into use failed")
+
+    def on_replace(self, listener: Callable[[Credentials], None]) -> None:
+        """Call `listener(credentials)` whenever the certificate is replaced (renewed)."""
+        self._listeners.append(listener)
 
     def server_credentials(self) -> grpc.ServerCredentials:
         """Credentials for `add_secure_port`: client certificates required and verified."""
@@ -247,51 +258,23 @@ async def keep_renewed(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
     """Renew the certificate whenever it is due, for as long as the node runs."""
-    retry = RENEW_RETRY_S[0]
+    retry = Backoff(RENEW_RETRY_MIN_S, RENEW_RETRY_MAX_S)
     while True:
         await sleep(renew_at(serving.current))
         try:
             renewed = await asyncio.to_thread(renew, node_id, serving.current, data_dir)
         except (JoinError, PkiError, OSError) as exc:
             left = (serving.current.cert.not_valid_after_utc - now()).total_seconds()
+            delay = retry.next()
             log.warning(
                 "certificate renewal failed; retrying",
-                extra={"error": str(exc), "expires_in_s": round(left), "retry_s": retry},
+                extra={"error": str(exc), "expires_in_s": round(left), "retry_s": delay},
             )
-            await sleep(retry)
-            retry = min(retry * 2, RENEW_RETRY_S[1])
+            await sleep(delay)
             continue
-        retry = RENEW_RETRY_S[0]
+        retry.reset()
         serving.replace(renewed)
         log.info(
             "certificate renewed",
             extra={"not_after": f"{renewed.cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"},
-        )
-
-
-class ControllerOnly(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Admit only calls whose client certificate names the controller (PERMISSION_DENIED
-    otherwise); TLS has already checked that the cluster CA signed it. A method shape
-    the node API does not use is refused (UNIMPLEMENTED), never left unchecked."""
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        return checked(handler, _require_controller)
-
-
-async def _require_controller(request: Any, context: Any) -> None:
-    pems = context.auth_context().get("x509_pem_cert") or []
-    try:
-        admitted = any(is_controller(load_cert(pem)) for pem in pems)
-    except PkiError:
-        admitted = False
-    if not admitted:
-        await context.abort(
-            grpc.StatusCode.PERMISSION_DENIED, "only the cluster's controller may call the node API"
         )

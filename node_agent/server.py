@@ -16,7 +16,12 @@ import grpc
 
 from edgefleet.v1 import common_pb2, node_pb2, node_pb2_grpc
 from edgefleet_common.grpc_errors import Ctx, ErrorMapping
-from node_agent.agents.runner import RunFinished, RunOptions, TextDelta
+from edgefleet_contract.errors import InvalidMessage
+from edgefleet_contract.routes_wire import table_from_proto
+from edgefleet_contract.wire import MODEL_STATES, desired_from_proto, item_results
+from node_agent.agent_wire import messages_from_proto, tool_event
+from node_agent.agents.run_events import RunFinished, TextDelta
+from node_agent.agents.run_options import RunOptions
 from node_agent.daemon import Node
 from node_agent.errors import (
     InvalidRequest,
@@ -30,13 +35,6 @@ from node_agent.errors import (
     ToolNotAllowed,
 )
 from node_agent.models import ModelSlot
-from node_agent.wire import (
-    MODEL_STATES,
-    desired_from_proto,
-    item_results,
-    messages_from_proto,
-    tool_event,
-)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +62,8 @@ def status_code(error: NodeError) -> grpc.StatusCode:
 
 
 def _classify(error: Exception) -> tuple[grpc.StatusCode, str] | None:
+    if isinstance(error, InvalidMessage):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(error)
     if isinstance(error, NodeError):
         return status_code(error), str(error)
     return None
@@ -98,6 +98,13 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             generation=self.node.desired.generation, results=item_results(changes)
         )
 
+    @unary
+    async def ApplyRoutes(
+        self, request: node_pb2.ApplyRoutesRequest, context: Ctx
+    ) -> node_pb2.ApplyRoutesResponse:
+        await self.node.routes.apply(table_from_proto(request.table))
+        return node_pb2.ApplyRoutesResponse(generation=self.node.routes.generation)
+
     @streaming
     async def WatchStatus(
         self, request: node_pb2.WatchStatusRequest, context: Ctx
@@ -122,11 +129,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
     ) -> AsyncIterator[node_pb2.InvokeAgentChunk]:
         if not request.agent:
             raise InvalidRequest("`agent` is required")
-        if request.generation and request.generation < self.node.desired.generation:
-            raise StaleGeneration(
-                f"the request was routed with generation {request.generation}; this node "
-                f"runs {self.node.desired.generation}"
-            )
+        self.node.fences.check("agent", request.agent, request.generation)
         messages = messages_from_proto(request.messages)
         options = RunOptions.from_proto(request.options)
         first = True
@@ -174,6 +177,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
     ) -> AsyncIterator[node_pb2.ProxyModelChunk]:
         if not request.model:
             raise InvalidRequest("`model` is required")
+        self.node.fences.check("model", request.model, request.generation)
         if self.node.models.slot(request.model) is None:
             # Checked before admission, which keeps figures (and metrics) per name it sees.
             raise NotFound(f"model `{request.model}` is not on this node")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from node_agent.desired import NodeDesired
+from edgefleet_contract.desired import NodeDesired
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""The controller API over gRPC: apply, diff, delete, rollback, status, events, chat.
+"""The controller API over gRPC: apply, diff, delete, rollback, status, events, chat, and
+node maintenance (cordon, drain, uncordon).
 
 Every mutation is all or nothing: a manifest is validated (and checked against
 the other deployments) before anything is stored, and a stored revision is
@@ -11,19 +12,23 @@ import asyncio
 import difflib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import grpc
 
 from edgefleet.v1 import controller_pb2, controller_pb2_grpc, node_pb2
 from edgefleet_common.grpc_errors import Ctx, ErrorMapping, StatusError
 from edgefleet_common.version import __version__
-from node_agent.wire import timestamp
+from edgefleet_contract.routing import RoutingIndex
+from edgefleet_contract.wire import timestamp
+from edgefleet_dataplane.router import Router
+from orchestrator.endpoint_views import endpoints
 from orchestrator.events import EventLog
 from orchestrator.fleet.fleet import Fleet
+from orchestrator.maintenance import Maintenance, MaintenanceCalls
 from orchestrator.manifest import DesiredState, ManifestError, load_text
 from orchestrator.reconciler import Reconciler
-from orchestrator.routing.router import Router
+from orchestrator.routes_publisher import RoutesPublisher
 from orchestrator.scheduler import Plan, check_conflicts
 from orchestrator.store import EventRow, Revision, Store
 from orchestrator.trust.admin import TrustAdmin
@@ -31,7 +36,7 @@ from orchestrator.views import (
     agent_views,
     deployment_views,
     model_views,
-    node_view,
+    node_views,
     plan_view,
     revision_view,
 )
@@ -83,8 +88,8 @@ def event_view(row: EventRow) -> controller_pb2.Event:
     )
 
 
-class ControllerService(controller_pb2_grpc.ControllerServiceServicer):
-    """The ControllerService RPCs."""
+class ControllerService(MaintenanceCalls, controller_pb2_grpc.ControllerServiceServicer):
+    """The ControllerService RPCs (node maintenance: see `MaintenanceCalls`)."""
 
     def __init__(
         self,
@@ -96,8 +101,11 @@ class ControllerService(controller_pb2_grpc.ControllerServiceServicer):
         *,
         gateway_url: str = "",
         trust: TrustAdmin | None = None,
+        routes: RoutesPublisher | None = None,
+        gateway_adverts: Mapping[str, str] | None = None,
     ) -> None:
-        """`trust` answers the credential calls (FAILED_PRECONDITION without it)."""
+        """`trust` answers the credential calls (FAILED_PRECONDITION without it); `routes`
+        makes the routing table; `gateway_adverts`: node id → its advertised gateway URL."""
         self._trust = trust or TrustAdmin(None, fleet, events)
         self._store = store
         self._fleet = fleet
@@ -105,7 +113,12 @@ class ControllerService(controller_pb2_grpc.ControllerServiceServicer):
         self._events = events
         self._router = router
         self._gateway_url = gateway_url
+        self._routes = routes or RoutesPublisher(
+            store, fleet, assignment=dict, index=RoutingIndex, key_digests=tuple
+        )
+        self._adverts = gateway_adverts if gateway_adverts is not None else {}
         self._mutating = asyncio.Lock()
+        self._maintenance = Maintenance.of(fleet, events, reconciler)
 
     # -- changing what runs ----------------------------------------------------------
 
@@ -287,8 +300,7 @@ class ControllerService(controller_pb2_grpc.ControllerServiceServicer):
     # -- what is running -------------------------------------------------------------
 
     def _nodes(self) -> list[controller_pb2.NodeView]:
-        assignment = self._reconciler.assignment
-        return [node_view(link, assignment.get(link.node_id)) for link in self._fleet.links()]
+        return node_views(self._fleet, self._reconciler.assignment)
 
     def _agents(self) -> list[controller_pb2.AgentView]:
         schedule = self._reconciler.last_schedule
@@ -331,7 +343,14 @@ class ControllerService(controller_pb2_grpc.ControllerServiceServicer):
                 event_view(e) for e in self._store.events(limit=request.events or RECENT_EVENTS)
             ],
             gateway_url=self._gateway_url,
+            routes_generation=self._routes.generation,
         )
+
+    @unary
+    async def ListEndpoints(
+        self, request: controller_pb2.ListEndpointsRequest, context: Ctx
+    ) -> controller_pb2.ListEndpointsResponse:
+        return endpoints(self._fleet, self._gateway_url, self._routes.generation, self._adverts)
 
     # -- trust -----------------------------------------------------------------------
 
@@ -339,6 +358,7 @@ class ControllerService(controller_pb2_grpc.ControllerServiceServicer):
     async def CreateCredential(
         self, request: controller_pb2.CreateCredentialRequest, context: Ctx
     ) -> controller_pb2.CreateCredentialResponse:
+        self._routes.trigger()  # the routing table lists the API keys in force (debounced)
         return self._trust.create(request)
 
     @unary
@@ -351,6 +371,7 @@ class ControllerService(controller_pb2_grpc.ControllerServiceServicer):
     async def RevokeCredential(
         self, request: controller_pb2.RevokeCredentialRequest, context: Ctx
     ) -> controller_pb2.RevokeCredentialResponse:
+        self._routes.trigger()
         return self._trust.revoke(request)
 
     @unary

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -12,20 +15,24 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from edgefleet.v1 import controller_pb2_grpc
 from edgefleet_common.grpc_transport import client_options, server_options
+from edgefleet_common.malformed import MalformedRequests
 from edgefleet_common.ports import is_loopback
 from edgefleet_common.version import __version__
-from node_agent.join_mdns import JoinAdvertiser
-from node_agent.malformed import MalformedRequests
+from edgefleet_contract.join_advert import JoinAdvertiser
+from edgefleet_dataplane.escalation import Escalator
+from edgefleet_dataplane.gateway import OpenAiGateway
+from edgefleet_dataplane.http_server import HttpServer
+from edgefleet_dataplane.router import Router
 from orchestrator.api import ControllerService
 from orchestrator.config import ControllerConfig
 from orchestrator.discovery import MdnsDiscovery
 from orchestrator.events import EventLog
 from orchestrator.fleet.fleet import Fleet
-from orchestrator.gateway.escalation import Escalator
-from orchestrator.gateway.http import HttpServer
-from orchestrator.gateway.openai_api import OpenAiGateway
+from orchestrator.fleet.replica_directory import FleetReplicaDirectory
 from orchestrator.reconciler import Reconciler
-from orchestrator.routing.router import Router
+from orchestrator.routes_publisher import RoutesPublisher
+from orchestrator.routes_table import keys_in_force
+from orchestrator.routing_index import CurrentRoutingIndex
 from orchestrator.store import Store
 from orchestrator.trust.admin import TrustAdmin
 from orchestrator.trust.cluster_trust import ClusterTrust
@@ -51,17 +58,17 @@ class Controller:
         self.store: Store | None = None
         self._server: Any = None
         self._health = health.aio.HealthServicer()
-        self._discovery: MdnsDiscovery | None = None
         self._fleet: Fleet | None = None
         self._reconciler: Reconciler | None = None
-        self._gateway: HttpServer | None = None
-        self._escalator: Escalator | None = None
+        self._routes: RoutesPublisher | None = None
+        self._gateway_adverts: dict[str, str] = {}
+        """The gateway URL of each node's mDNS advert (filled by discovery)."""
         self.gateway_port = 0
         self.trust: ClusterTrust | None = None
         """The cluster CA, tokens and keys (None with `--insecure`)."""
-        self._join_server: Any = None
-        self._join_advert: JoinAdvertiser | None = None
         self.join_port = 0
+        self._running = contextlib.AsyncExitStack()
+        """What has started, so that `close` stops it in reverse order."""
 
     @property
     def fleet(self) -> Fleet:
@@ -75,14 +82,73 @@ class Controller:
         assert self._reconciler is not None, "the controller has not started"
         return self._reconciler
 
+    @property
+    def address(self) -> str:
+        """HOST:PORT the API listens on."""
+        host = self.config.listen.rpartition(":")[0]
+        return f"{host}:{self.port}"
+
+    # -- starting ----------------------------------------------------------------------
+
     async def start(self) -> None:
-        """Open the store, serve the API, find nodes and start reconciling."""
-        config = self.config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        store = self.store = Store.open(config.data_dir / STORE_FILE)
+        """Open the store, serve the API, find nodes and start reconciling. When a step
+        fails, what had started is stopped again and the error raised."""
+        try:
+            await self._start()
+        except BaseException:
+            await self._running.aclose()
+            raise
+
+    async def _start(self) -> None:
+        """Each step registers how to stop what it started."""
+        self._check_exposure()
+        store = self._open_store()
         events = EventLog(store)
+        trust = self.trust = None if self.config.insecure else self._open_trust(store)
+        fleet, reconciler = self._make_fleet(store, events, trust)
+        index = CurrentRoutingIndex(reconciler.deployments)
+        router = Router(FleetReplicaDirectory(fleet, lambda: reconciler.assignment), index)
+        gateway_url = await self._serve_gateway(router, index, events)
+        routes = self._routes = RoutesPublisher(
+            store,
+            fleet,
+            assignment=lambda: reconciler.assignment,
+            index=index,
+            key_digests=_key_digests(trust),
+        )
+        routes.start()
+        self._running.push_async_callback(routes.close)
+        service = ControllerService(
+            store,
+            fleet,
+            reconciler,
+            events,
+            router,
+            gateway_url=gateway_url,
+            trust=TrustAdmin(trust, fleet, events),
+            routes=routes,
+            gateway_adverts=self._gateway_adverts,
+        )
+        await self._serve_api(service)
+        if trust is not None and self.config.join_listen:
+            await self._serve_join(self.config.join_listen, trust, store, events)
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self._running.push_async_callback(self._health.enter_graceful_shutdown)
+        await self._find_nodes(fleet, events)
+        reconciler.start()
+        self._running.push_async_callback(reconciler.close)
+        reconciler.trigger()
+        events.record(
+            "info",
+            "ControllerStarted",
+            "controller",
+            f"controller {__version__} serving at {self.address}; data in {self.config.data_dir}",
+        )
+
+    def _check_exposure(self) -> None:
+        """Refuse an API off this machine without client authentication."""
+        config = self.config
         if not config.insecure and not is_loopback(config.listen):
-            store.close()
             raise OSError(
                 f"the controller API would listen on {config.listen}, off this machine, with "
                 "no client authentication: keep it on loopback (use edgectl over SSH) or "
@@ -93,78 +159,12 @@ class Controller:
                 "INSECURE: nodes are commanded in plaintext without certificates, and the "
                 "gateway asks no API key; anyone on the network can command the nodes"
             )
-        trust = self.trust = None if config.insecure else self._open_trust(store)
-        # The fleet and the reconciler call each other; the fleet's callbacks run only
-        # once both exist.
-        fleet = self._fleet = Fleet(
-            controller_id=store.controller_id,
-            channel_factory=insecure_channel if trust is None else trust.node_channel,
-            revoked=dict if trust is None else trust.revoked,
-            events=events,
-            failure_timeout=lambda: reconciler.failure_timeout_s,
-            on_change=lambda: reconciler.trigger(),
-        )
-        reconciler = self._reconciler = Reconciler(
-            store, fleet, events, local_node=config.local_node
-        )
-        router = Router(fleet, lambda: reconciler.assignment, reconciler.deployments)
-        gateway_url = await self._start_gateway(router, reconciler, events)
-        server = grpc.aio.server(options=server_options(), interceptors=[MalformedRequests()])
-        controller_pb2_grpc.add_ControllerServiceServicer_to_server(
-            ControllerService(
-                store,
-                fleet,
-                reconciler,
-                events,
-                router,
-                gateway_url=gateway_url,
-                trust=TrustAdmin(trust, fleet, events),
-            ),
-            server,
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        self.port = server.add_insecure_port(config.listen)
-        if not self.port:
-            store.close()
-            if self._gateway is not None:
-                await self._gateway.close()
-            if self._escalator is not None:
-                await self._escalator.close()
-            raise OSError(
-                f"cannot listen on {config.listen}: the address is in use (is another "
-                "controller running?) or not local"
-            )
-        await server.start()
-        self._server = server
-        if trust is not None and config.join_listen:
-            self._join_server, self.join_port = await trust.serve_join(
-                config.join_listen, events, self._rejoined
-            )
-            if config.mdns:
-                self._join_advert = JoinAdvertiser(
-                    store.controller_id[:8],
-                    config.join_listen,
-                    self.join_port,
-                    store.cluster_name,
-                    config.mdns_interfaces or None,
-                )
-                await self._join_advert.start()
-        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
-        for node_id, address in sorted(config.static_nodes.items()):
-            await fleet.add(node_id, address, "static")
-        if config.mdns:
-            self._discovery = MdnsDiscovery(
-                fleet, events, cluster=config.cluster, interfaces=config.mdns_interfaces or None
-            )
-            self._discovery.start()
-        reconciler.start()
-        reconciler.trigger()
-        events.record(
-            "info",
-            "ControllerStarted",
-            "controller",
-            f"controller {__version__} serving at {self.address}; data in {config.data_dir}",
-        )
+
+    def _open_store(self) -> Store:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        store = self.store = Store.open(self.config.data_dir / STORE_FILE)
+        self._running.callback(store.close)
+        return store
 
     def _open_trust(self, store: Store) -> ClusterTrust:
         """The cluster CA and the controller's identity (made on first start)."""
@@ -180,12 +180,30 @@ class Controller:
         )
         return trust
 
-    def _rejoined(self, node_id: str) -> None:
-        fleet = self._fleet
-        if fleet is not None:
-            asyncio.get_running_loop().create_task(fleet.rejoined(node_id))
+    def _make_fleet(
+        self, store: Store, events: EventLog, trust: ClusterTrust | None
+    ) -> tuple[Fleet, Reconciler]:
+        """The fleet and the reconciler, which call each other: the fleet's callbacks run
+        only once both exist."""
+        fleet = self._fleet = Fleet(
+            controller_id=store.controller_id,
+            channel_factory=insecure_channel if trust is None else trust.node_channel,
+            revoked=dict if trust is None else trust.revoked,
+            events=events,
+            failure_timeout=lambda: reconciler.failure_timeout_s,
+            on_change=lambda: reconciler.trigger(),
+        )
+        self._running.push_async_callback(fleet.close)
+        reconciler = self._reconciler = Reconciler(
+            store, fleet, events, local_node=self.config.local_node, on_pass=self._passed
+        )
+        # Before the reconciler's first pass: cordons kept in the store hold from the start.
+        fleet.keep_marks(store)
+        return fleet, reconciler
 
-    async def _start_gateway(self, router: Router, reconciler: Reconciler, events: EventLog) -> str:
+    async def _serve_gateway(
+        self, router: Router, index: CurrentRoutingIndex, events: EventLog
+    ) -> str:
         """Serve the OpenAI-compatible gateway if configured; returns its base URL."""
         listen = self.config.gateway_listen
         if not listen:
@@ -195,30 +213,79 @@ class Controller:
         # admits only requests with an API key; on loopback, the box's own users are trusted.
         guard = self.trust if not is_loopback(listen) else None
         tls = guard.gateway_tls(host.strip("[]")) if guard is not None else None
-        escalator = self._escalator = Escalator(events)
-        gateway = HttpServer(
-            OpenAiGateway(
-                router,
-                reconciler.deployments,
-                escalator,
-                api_keys=guard.book.check_api_key if guard is not None else None,
-            ).handle
-        )
+        escalator = Escalator(events)
+        self._running.push_async_callback(escalator.close)
+        api_keys = guard.book.check_api_key if guard is not None else None
+        gateway = HttpServer(OpenAiGateway(router, index, escalator, api_keys).handle)
         try:
             self.gateway_port = await gateway.start(host.strip("[]"), int(port), tls)
         except OSError as exc:
-            await escalator.close()
-            if self.store is not None:
-                self.store.close()
             raise OSError(f"cannot serve the gateway on {listen}: {exc.strerror or exc}") from exc
-        self._gateway = gateway
+        self._running.push_async_callback(gateway.close)
         return f"{'https' if tls else 'http'}://{host}:{self.gateway_port}/v1"
 
-    @property
-    def address(self) -> str:
-        """HOST:PORT the API listens on."""
-        host = self.config.listen.rpartition(":")[0]
-        return f"{host}:{self.port}"
+    async def _serve_api(self, service: ControllerService) -> None:
+        """Serve the controller API (and gRPC health) on the configured address."""
+        listen = self.config.listen
+        server = grpc.aio.server(options=server_options(), interceptors=[MalformedRequests()])
+        controller_pb2_grpc.add_ControllerServiceServicer_to_server(service, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        try:
+            self.port = server.add_insecure_port(listen)
+        except RuntimeError:  # grpc's word for a port it cannot bind
+            self.port = 0
+        if not self.port:
+            raise OSError(
+                f"cannot listen on {listen}: the address is in use (is another "
+                "controller running?) or not local"
+            )
+        await server.start()
+        self._server = server
+        self._running.push_async_callback(server.stop, SHUTDOWN_GRACE_S)
+
+    async def _serve_join(
+        self, listen: str, trust: ClusterTrust, store: Store, events: EventLog
+    ) -> None:
+        """Serve the join endpoint, and advertise it over mDNS when discovery is on."""
+        config = self.config
+        join_server, self.join_port = await trust.serve_join(listen, events, self._rejoined)
+        self._running.push_async_callback(join_server.stop, SHUTDOWN_GRACE_S)
+        if config.mdns:
+            advert = JoinAdvertiser(
+                store.controller_id[:8],
+                listen,
+                self.join_port,
+                store.cluster_name,
+                config.mdns_interfaces or None,
+            )
+            await advert.start()
+            self._running.push_async_callback(advert.close)
+
+    async def _find_nodes(self, fleet: Fleet, events: EventLog) -> None:
+        """Connect to the static nodes, and browse for others over mDNS when it is on."""
+        config = self.config
+        for node_id, address in sorted(config.static_nodes.items()):
+            await fleet.add(node_id, address, "static")
+        if config.mdns:
+            discovery = MdnsDiscovery(
+                fleet, events, cluster=config.cluster, interfaces=config.mdns_interfaces or None
+            )
+            # The same dict: endpoints list what discovery learns from now on.
+            discovery.gateways = self._gateway_adverts
+            discovery.start()
+            self._running.push_async_callback(discovery.close)
+
+    def _passed(self) -> None:
+        """After each reconcile pass: the routing table follows what the pass saw."""
+        if self._routes is not None:
+            self._routes.trigger()
+
+    def _rejoined(self, node_id: str) -> None:
+        fleet = self._fleet
+        if fleet is not None:
+            asyncio.get_running_loop().create_task(fleet.rejoined(node_id))
+
+    # -- running and stopping --------------------------------------------------------
 
     async def wait(self) -> None:
         """Until the API server stops."""
@@ -226,24 +293,15 @@ class Controller:
             await self._server.wait_for_termination()
 
     async def close(self) -> None:
-        """Stop discovery, reconciling and serving; close the store."""
-        if self._discovery is not None:
-            await self._discovery.close()
-        if self._reconciler is not None:
-            await self._reconciler.close()
-        await self._health.enter_graceful_shutdown()
-        if self._gateway is not None:
-            await self._gateway.close()
-        if self._escalator is not None:
-            await self._escalator.close()
-        if self._server is not None:
-            await self._server.stop(SHUTDOWN_GRACE_S)
-        if self._join_advert is not None:
-            await self._join_advert.close()
-        if self._join_server is not None:
-            await self._join_server.stop(SHUTDOWN_GRACE_S)
-        if self._fleet is not None:
-            await self._fleet.close()
-        if self.store is not None:
-            self.store.close()
+        """Stop whatever started, in reverse order: reconciling, discovery, serving, the
+        fleet's links; then close the store."""
+        await self._running.aclose()
         log.info("controller stopped")
+
+
+def _key_digests(trust: ClusterTrust | None) -> Callable[[], Iterable[str]]:
+    """The digests of the gateway API keys in force (none without trust: `--insecure`)."""
+    if trust is None:
+        return lambda: ()
+    book = trust.book
+    return lambda: keys_in_force(book.list("api-key"), time.time())

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from node_agent.mdns import Browser, NodeAdvert, open_zeroconf
+from edgefleet_contract.node_advert import Browser, NodeAdvert, open_zeroconf
 from orchestrator.events import EventLog
 from orchestrator.fleet.fleet import Fleet
 
@@ -41,6 +41,8 @@ class MdnsDiscovery:
         self._zeroconf = open_zeroconf(interfaces)
         self._browser = Browser(self._zeroconf, self._seen, self._gone)
         self._tasks: set[asyncio.Task[object]] = set()
+        self.gateways: dict[str, str] = {}
+        """The gateway base URL each node of this cluster advertises, by node id."""
 
     def start(self) -> None:
         """Begin browsing."""
@@ -60,6 +62,11 @@ class MdnsDiscovery:
         if not advert.addresses:
             return
         address = node_address(advert.addresses[0], advert.port)
+        if advert.gateway_port:
+            where = node_address(advert.addresses[0], advert.gateway_port)
+            self.gateways[advert.node_id] = f"{advert.gateway_scheme}://{where}/v1"
+        else:
+            self.gateways.pop(advert.node_id, None)
         # Called on the event loop by the browser; connecting happens in a task.
         task = asyncio.get_running_loop().create_task(
             self._fleet.add(advert.node_id, address, "mdns")

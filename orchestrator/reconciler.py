@@ -1,10 +1,12 @@
 """The control loop: desired (latest revisions) + observed (node status) → plan → pushes.
 
 Level-triggered and idempotent: every pass reads the whole desired state and
-the whole fleet, computes a schedule, stores the assignment (a new generation
-for each node whose work changed) and tells each link what its node should run.
-Nothing remembers events; a missed one is healed by the next pass, and a
-periodic resync makes a pass even when nothing seems to have happened.
+the whole fleet and decides, without side effects, what changes
+(`reconcile_decision.decide`); then it carries the decision out: stores the
+assignment (a new generation for each node whose work changed), records the
+plan steps as events and tells each link what its node should run. Nothing
+remembers events; a missed one is healed by the next pass, and a periodic
+resync makes a pass even when nothing seems to have happened.
 """
 
 from __future__ import annotations
@@ -12,14 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from node_agent.desired import NodeDesired
+from edgefleet_contract.desired import NodeDesired
 from orchestrator.events import EventLog
 from orchestrator.fleet.fleet import Fleet
 from orchestrator.manifest.desired import CoordinationSpec, DesiredState
+from orchestrator.reconcile_decision import Decision, NodeReport, Stored, decide, stamped
 from orchestrator.scheduler import schedule
-from orchestrator.scheduler.model import Plan, PlanStep, Schedule
+from orchestrator.scheduler.model import PlanStep, Schedule
 from orchestrator.store import Store
 
 log = logging.getLogger(__name__)
@@ -38,16 +41,21 @@ _STEP_WORDS = {
 }
 
 
-def _content(desired: NodeDesired) -> str:
-    """A node's desired state without its generation: what the store compares."""
-    return desired.model_copy(update={"generation": 0, "controller_id": ""}).model_dump_json()
-
-
 class Reconciler:
     """Drives every node towards what the current revisions ask of it."""
 
-    def __init__(self, store: Store, fleet: Fleet, events: EventLog, *, local_node: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        fleet: Fleet,
+        events: EventLog,
+        *,
+        local_node: str,
+        on_pass: Callable[[], None] = lambda: None,
+    ) -> None:
+        """`on_pass()` runs after every pass (the routing table follows what it saw)."""
         self._store = store
+        self._on_pass = on_pass
         self._fleet = fleet
         self._events = events
         self._local_node = local_node
@@ -55,7 +63,7 @@ class Reconciler:
         self._task: asyncio.Task[None] | None = None
         self._parsed: dict[str, DesiredState] = {}
         self.assignment: dict[str, NodeDesired] = self._load_assignment()
-        self._saved_content = {node: _content(d) for node, d in self.assignment.items()}
+        self._saved_content = {node: d.content_key() for node, d in self.assignment.items()}
         """Each node's assignment as stored, without its generation (what passes compare)."""
         self.last_schedule: Schedule | None = None
         self.failure_timeout_s = self._failure_timeout(self.deployments())
@@ -91,15 +99,13 @@ class Reconciler:
 
     def _load_assignment(self) -> dict[str, NodeDesired]:
         return {
-            node: self._stamped(NodeDesired.model_validate_json(row.desired_json), row.generation)
+            node: stamped(
+                NodeDesired.model_validate_json(row.desired_json),
+                row.generation,
+                self._store.controller_id,
+            )
             for node, row in self._store.assignment().items()
         }
-
-    def _stamped(self, desired: NodeDesired, generation: int) -> NodeDesired:
-        """`desired` as sent to its node: with its generation and this controller's id."""
-        return desired.model_copy(
-            update={"generation": generation, "controller_id": self._store.controller_id}
-        )
 
     # -- the loop --------------------------------------------------------------------
 
@@ -130,67 +136,60 @@ class Reconciler:
                 await self.reconcile_once()
             except Exception:
                 log.exception("reconcile pass failed; the next pass retries")
+            self._on_pass()
 
     async def reconcile_once(self) -> Schedule:
-        """One pass: schedule, store what changed, and hand each node its desired state."""
+        """One pass: decide (pure), then store what changed and hand each node its state."""
         deployments = self.deployments()
         self.failure_timeout_s = self._failure_timeout(deployments)
         await self._add_manifest_nodes(deployments)
-        result = self.preview(deployments)
-        wanted = dict(result.assignment)
-        for link in self._fleet.links():
-            # A node that runs work nobody assigned it (a stray, or one left over from
-            # another controller) is told to run nothing.
-            status = link.status
-            if link.node_id not in wanted and status and (status.models or status.agents):
-                wanted[link.node_id] = NodeDesired()
-        contents = {node: _content(desired) for node, desired in wanted.items()}
-        changed = {
-            node: content
-            for node, content in contents.items()
-            if self._saved_content.get(node) != content
+        stored = Stored(self.assignment, self._saved_content)
+        decision = decide(
+            deployments,
+            self._fleet.scheduler_views(),
+            stored,
+            self._reports(),
+            local_node=self._local_node,
+        )
+        self._carry_out(decision, stored)
+        return decision.schedule
+
+    def _reports(self) -> dict[str, NodeReport]:
+        """What every node that has reported last said."""
+        return {
+            link.node_id: NodeReport(
+                generation=link.observed_generation,
+                runs_work=bool(link.status.models or link.status.agents),
+            )
+            for link in self._fleet.links()
+            if link.status is not None
         }
-        ahead = self._nodes_ahead(wanted)
-        if ahead:
-            self._store.raise_generation_floor(max(ahead.values()))
-            for node in ahead:
-                changed.setdefault(node, contents[node])
-        if changed:
-            generations = self._store.save_assignment(changed, force=tuple(ahead))
-            for node, generation in generations.items():
-                self.assignment[node] = self._stamped(wanted[node], generation)
+
+    def _carry_out(self, decision: Decision, stored: Stored) -> None:
+        """Persist the renewed nodes, record their steps, push every node's state."""
+        if decision.renew:
+            if decision.generation_floor:
+                self._store.raise_generation_floor(decision.generation_floor)
+            contents = decision.contents()
+            # The store numbers only what differs from what it holds (or is forced).
+            generations = self._store.save_assignment(contents, force=decision.force)
+            self.assignment = decision.assignment(stored, generations, self._store.controller_id)
+            for node in generations:
                 self._saved_content[node] = contents[node]
-            self._record_plan(result.plan, set(generations))
-        self.last_schedule = result
+            for step in decision.steps:
+                if step.node in generations:
+                    self._record_step(step)
+        self.last_schedule = decision.schedule
         for node, desired in self.assignment.items():
             node_link = self._fleet.get(node)
             if node_link is not None and node_link.desired != desired:
                 node_link.want(desired)
-        return result
-
-    def _nodes_ahead(self, wanted: dict[str, NodeDesired]) -> dict[str, int]:
-        """Nodes that report a newer generation than the store gave them (store restored
-        from a backup, or another controller): they need a generation above theirs."""
-        ahead: dict[str, int] = {}
-        for node in wanted:
-            link = self._fleet.get(node)
-            current = self.assignment.get(node)
-            if link is None or link.status is None:
-                continue
-            if link.observed_generation > (current.generation if current else 0):
-                ahead[node] = link.observed_generation
-        return ahead
 
     async def _add_manifest_nodes(self, deployments: Sequence[DesiredState]) -> None:
         for deployment in deployments:
             for node in deployment.nodes:
                 if node.address and self._fleet.get(node.id) is None:
                     await self._fleet.add(node.id, node.address, "manifest")
-
-    def _record_plan(self, plan: Plan, nodes: set[str]) -> None:
-        for step in plan.steps:
-            if step.node in nodes:
-                self._record_step(step)
 
     def _record_step(self, step: PlanStep) -> None:
         reason, text = _STEP_WORDS[step.action]

@@ -11,15 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from edgefleet.v1 import common_pb2, controller_pb2
-from node_agent.desired import NodeDesired
-from node_agent.wire import timestamp
+from edgefleet_contract.desired import NodeDesired
+from edgefleet_contract.wire import timestamp
+from edgefleet_dataplane.balancer import ReplicaStats
 from orchestrator.fleet.fleet import Fleet
+from orchestrator.fleet.health import node_state
 from orchestrator.fleet.node_link import NodeLink
+from orchestrator.fleet.replica_directory import candidates
 from orchestrator.manifest.desired import DesiredState
-from orchestrator.routing.balancing import ReplicaStats
-from orchestrator.routing.replicas import candidates
 from orchestrator.scheduler.model import Plan, Unplaced
-from orchestrator.store import Revision
+from orchestrator.store import NodeMarkRow, Revision
 
 NODE_STATES: Mapping[str, common_pb2.NodeState] = {
     "ready": common_pb2.NODE_STATE_READY,
@@ -53,11 +54,14 @@ def _reason(link: NodeLink) -> str:
     return link.distrust if link.health == "untrusted" else link.reason
 
 
-def node_view(link: NodeLink, assigned: NodeDesired | None) -> controller_pb2.NodeView:
-    """One node: health, address, generations, and what it reports running."""
+def node_view(
+    link: NodeLink, assigned: NodeDesired | None, mark: NodeMarkRow | None = None
+) -> controller_pb2.NodeView:
+    """One node: health (or draining), its mark, address, generations, and what it reports
+    running."""
     view = controller_pb2.NodeView(
         id=link.node_id,
-        state=NODE_STATES[link.health],
+        state=NODE_STATES[node_state(link.health, mark.mark if mark else None)],
         reason=_reason(link),
         address=link.address,
         state_since=timestamp(link.health_since),
@@ -72,13 +76,48 @@ def node_view(link: NodeLink, assigned: NodeDesired | None) -> controller_pb2.No
         view.last_heartbeat.CopyFrom(timestamp(link.last_heard_wall))
     if link.push_error and link.health == "ready":
         view.reason = f"cannot apply its desired state: {link.push_error}"
+    if mark is not None:
+        _copy_mark(view, mark)
     status = link.status
     if status is not None:
         view.capacity.CopyFrom(status.capacity)
         view.load.CopyFrom(status.load)
         view.models.extend(status.models)
         view.agents.extend(status.agents)
+        view.routes_generation = status.routes_generation
+        view.routes_reported = True
     return view
+
+
+def node_views(
+    fleet: Fleet, assignment: Mapping[str, NodeDesired]
+) -> list[controller_pb2.NodeView]:
+    """Every node the fleet knows, and every marked node it has no link to, by id."""
+    marks = fleet.marks.all()
+    views = [
+        node_view(link, assignment.get(link.node_id), marks.get(link.node_id))
+        for link in fleet.links()
+    ]
+    # A cordon outlives the link: a marked node that is not connected is listed too.
+    views += [unconnected_node_view(m) for n, m in marks.items() if fleet.get(n) is None]
+    return sorted(views, key=lambda view: view.id)
+
+
+def unconnected_node_view(mark: NodeMarkRow) -> controller_pb2.NodeView:
+    """A marked node the controller has no link to (named by a manifest, or not found
+    since the controller started)."""
+    view = controller_pb2.NodeView(
+        id=mark.node_id, state=common_pb2.NODE_STATE_NOT_READY, reason="not connected"
+    )
+    _copy_mark(view, mark)
+    return view
+
+
+def _copy_mark(view: controller_pb2.NodeView, mark: NodeMarkRow) -> None:
+    view.mark = mark.mark
+    view.mark_reason = mark.reason
+    view.marked_at.CopyFrom(timestamp(mark.since))
+    view.drained = mark.mark == "draining" and mark.drained_at is not None
 
 
 def _agent_replicas(

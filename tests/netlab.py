@@ -3,8 +3,9 @@
 Each `Lab` owns a bridge and, per host, a namespace with a veth pair whose inside
 end is `eth0` with an address in a private /24 (10.77.<k>.0/24, `k` unique among
 the labs alive on this machine). The test process may join the lab through the
-bridge address `.254`. Faults: link cut (host-side veth down), packet loss
-(nftables inside the namespace) and a bandwidth cap (tc tbf on both ends of the
+bridge address `.254`. Faults: link cut (host-side veth down), a cut between a
+host and one address (nftables inside the namespace), packet loss (nftables) and
+a bandwidth cap (tc tbf on both ends of the
 host's veth). `Lab.close()` kills every process the lab started, then removes the
 veths, the namespaces and the bridge; it is idempotent and also runs at
 interpreter exit. What a killed run left behind is removed by the next lab that
@@ -210,6 +211,7 @@ class Host:
         self.netns = netns
         self.veth = veth
         self.ip = ip
+        self._cuts: set[tuple[str, int]] = set()
 
     def __repr__(self) -> str:
         return f"Host({self.name!r}, ip={self.ip!r}, netns={self.netns!r})"
@@ -286,6 +288,45 @@ class Host:
     def clear_loss(self) -> None:
         """Remove the packet loss."""
         self.run(["nft", "delete", "table", "inet", "edgefleet_loss"], check=False)
+
+    def cut_from(self, address: str, port: int = 0) -> None:
+        """Silently drop what this host and `address` send each other; the rest of the lab
+        still reaches it (a partial partition). With `port`, only the traffic of that TCP
+        port of this host (e.g. its API, while its other services stay reachable)."""
+        ipaddress.IPv4Address(address)  # a clear error, not an nft syntax error
+        if not 0 <= port <= 65535:
+            raise ValueError(f"not a TCP port: {port}")
+        self._cuts.add((address, port))
+        self._load_cuts()
+
+    def heal_cuts(self) -> None:
+        """Remove every cut made by `cut_from`."""
+        self._cuts.clear()
+        self.run(["nft", "delete", "table", "inet", "edgefleet_cut"], check=False)
+
+    def _load_cuts(self) -> None:
+        inbound, outbound = [], []
+        for address, port in sorted(self._cuts):
+            only_in = f" tcp dport {port}" if port else ""
+            only_out = f" tcp sport {port}" if port else ""
+            inbound.append(f'iifname "eth0" ip saddr {address}{only_in} drop')
+            outbound.append(f'oifname "eth0" ip daddr {address}{only_out} drop')
+        # Loaded like the loss table: one transaction replaces the whole table.
+        ruleset = f"""
+            add table inet edgefleet_cut
+            delete table inet edgefleet_cut
+            table inet edgefleet_cut {{
+                chain input {{
+                    type filter hook input priority -300;
+                    {"; ".join(inbound)}
+                }}
+                chain output {{
+                    type filter hook output priority -300;
+                    {"; ".join(outbound)}
+                }}
+            }}
+        """
+        self.run(["nft", "-f", "-"], input=ruleset)
 
     def bandwidth(self, bits_per_second: int) -> None:
         """Cap the host's link at `bits_per_second` each way (token bucket, tc tbf)."""

@@ -16,24 +16,23 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from edgefleet_contract.desired import AgentWant
 from node_agent.admission import Admission
-from node_agent.agents.runner import (
-    AgentRunner,
-    RunEvent,
-    RunFinished,
-    RunOptions,
-    TextDelta,
-    ToolStarted,
-)
-from node_agent.desired import AgentWant
+from node_agent.agents.run_events import RunEvent, RunFinished, TextDelta, ToolStarted
+from node_agent.agents.run_options import RunOptions
 from node_agent.errors import NodeError, NotFound, RuntimeUnavailable
 from node_agent.metrics import NodeMetrics
 from node_agent.models import ModelManager
 from node_agent.runtimes.base import ModelEndpoint
 from node_agent.tools.base import Tool, ToolContext
 from node_agent.tools.registry import AllowList, build_tools
+
+if TYPE_CHECKING:
+    # Agent Framework (and the OpenAI client under it) loads with the first agent request:
+    # a node that hosts no agent does not pay for it in memory.
+    from node_agent.agents.runner import AgentRunner
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +246,8 @@ class AgentHost:
             return replica.runner
         if replica.runner is not None:
             await replica.runner.close()
+        from node_agent.agents.runner import AgentRunner  # see TYPE_CHECKING above
+
         runtime = await self._models.runtime_for(replica.want.model)
         assert replica.allow is not None  # set whenever setup_error is empty
         replica.runner = AgentRunner(
@@ -254,7 +255,7 @@ class AgentHost:
             replica.want.instructions,
             endpoint,
             replica.allow.functions,
-            message_preparer=runtime.message_preparer(),
+            tool_support=runtime.tool_support(replica.want.model),
         )
         return replica.runner
 

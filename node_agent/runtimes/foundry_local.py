@@ -18,6 +18,9 @@ Follows the Foundry Local REST API reference (docs/reference/reference-rest.md,
   `GET /openai/unload/{id}?force=true`, `GET /openai/loadedmodels`;
 * the OpenAI-compatible API under `/v1`, where requests go.
 
+The API documents no request counts or queue: a model's capacity is only whether
+it is loaded and its size (the node counts the requests it sends itself).
+
 Foundry Local cannot run on this machine, so this adapter is tested against a
 stand-in server that speaks the same documented API.
 """
@@ -38,6 +41,7 @@ from node_agent.errors import ModelLoadError, NotFound, RuntimeUnavailable
 from node_agent.runtimes.base import (
     LoadedModel,
     LoadProgress,
+    ModelCapacity,
     ModelEndpoint,
     ModelSource,
     ProgressCallback,
@@ -193,6 +197,13 @@ class FoundryLocalRuntime(Runtime):
         if variant is None or not base:
             raise NotFound(f"model `{alias}` is not loaded on runtime foundry-local")
         return ModelEndpoint(base_url=f"{base}/v1", model=variant.id)
+
+    async def capacity(self, alias: str) -> ModelCapacity:
+        """The model's size while `/openai/loadedmodels` lists it; no request figures (the
+        API has none)."""
+        variant = self._models.get(alias)
+        loaded = variant is not None and alias in await self.loaded()
+        return ModelCapacity(memory_bytes=_bytes(variant) if loaded and variant else None)
 
     async def memory_used(self) -> int:
         """Estimated bytes of the models this node loaded (their file sizes in the catalog)."""

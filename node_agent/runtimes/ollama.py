@@ -12,6 +12,11 @@ Follows Ollama's documented REST API (docs/api.md, v0.5 and later):
 * `GET /api/ps` for the loaded models and their `size` in memory;
 * the OpenAI-compatible API under `/v1`, where requests go.
 
+Ollama serves `OLLAMA_NUM_PARALLEL` requests per model at once and says neither
+that number nor how many run: set `parallel` under `runtimes: ollama:` to what
+the server runs with, and the node sends no more than that at once (queueing
+the rest itself) and reports it as the model's slots.
+
 The URL is the model's catalog option `url`, or `runtimes: ollama: {url: ...}`,
 or http://127.0.0.1:11434. Ollama cannot run on this machine, so this adapter is
 tested against a stand-in server that speaks the same documented API.
@@ -19,6 +24,7 @@ tested against a stand-in server that speaks the same documented API.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Mapping
@@ -30,6 +36,7 @@ from node_agent.errors import ModelLoadError, NotFound
 from node_agent.runtimes.base import (
     LoadedModel,
     LoadProgress,
+    ModelCapacity,
     ModelEndpoint,
     ModelSource,
     ProgressCallback,
@@ -57,7 +64,7 @@ class OllamaRuntime(Runtime):
     """An Ollama server that runs already (`ollama serve`); this node drives its models."""
 
     name: RuntimeName = "ollama"
-    SETTINGS: ClassVar[Mapping[str, type]] = {"url": str, "load_timeout": float}
+    SETTINGS: ClassVar[Mapping[str, type]] = {"url": str, "load_timeout": float, "parallel": int}
 
     def __init__(
         self,
@@ -65,10 +72,16 @@ class OllamaRuntime(Runtime):
         *,
         url: str = DEFAULT_URL,
         load_timeout: float = 300.0,
+        parallel: int = 0,
     ) -> None:
+        """`parallel`: the server's OLLAMA_NUM_PARALLEL (0: not known, the node does not
+        limit how many requests it sends)."""
         super().__init__(listener)
         if load_timeout <= 0:
             raise ValueError("load_timeout must be more than 0 seconds")
+        if parallel < 0:
+            raise ValueError("parallel must be 0 (not known) or the server's OLLAMA_NUM_PARALLEL")
+        self.parallel_requests = parallel or None
         self._url = url.rstrip("/")
         self._load_timeout = load_timeout
         self._models: dict[str, tuple[str, str]] = {}
@@ -158,6 +171,17 @@ class OllamaRuntime(Runtime):
             raise NotFound(f"model `{alias}` is not loaded on runtime ollama")
         url, tag = entry
         return ModelEndpoint(base_url=f"{url}/v1", model=tag)
+
+    async def capacity(self, alias: str) -> ModelCapacity:
+        """Slots from the `parallel` setting, memory from `/api/ps` (Ollama reports no
+        running or waiting requests)."""
+        entry = self._models.get(alias)
+        memory = None
+        if entry is not None:
+            url, tag = entry
+            with contextlib.suppress(ModelLoadError):
+                memory = (await self._running(url)).get(tag)
+        return ModelCapacity(slots_total=self.parallel_requests, memory_bytes=memory)
 
     async def memory_used(self) -> int:
         """Bytes Ollama reports (`/api/ps` `size`) for the models this node loaded.

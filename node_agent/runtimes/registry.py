@@ -4,40 +4,57 @@ The node creates runtimes through `create_runtime` and never looks at their
 names again. Each adapter class declares the settings it accepts in `SETTINGS`
 (the keys allowed under `runtimes: NAME:` in the node's catalog file, with
 their types); the constructor takes them as keyword arguments.
+
+An adapter's module is imported when its runtime is first named: a node pays for
+the HTTP clients of the runtimes it uses, not of all five.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import importlib
+from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
 from node_agent.errors import RuntimeUnavailable
 from node_agent.runtimes.base import RUNTIME_NAMES, Runtime, RuntimeName, StateListener
-from node_agent.runtimes.foundry_local import FoundryLocalRuntime
-from node_agent.runtimes.llamacpp import LlamaCppRuntime
-from node_agent.runtimes.ollama import OllamaRuntime
-from node_agent.runtimes.openai_url import OpenAIURLRuntime
-from node_agent.runtimes.vllm import VLLMRuntime
 
-RUNTIME_CLASSES: Mapping[RuntimeName, type[Runtime]] = {
-    "llama.cpp": LlamaCppRuntime,
-    "ollama": OllamaRuntime,
-    "foundry-local": FoundryLocalRuntime,
-    "vllm": VLLMRuntime,
-    "openai": OpenAIURLRuntime,
+_ADAPTERS: Mapping[RuntimeName, str] = {
+    "llama.cpp": "node_agent.runtimes.llamacpp:LlamaCppRuntime",
+    "ollama": "node_agent.runtimes.ollama:OllamaRuntime",
+    "foundry-local": "node_agent.runtimes.foundry_local:FoundryLocalRuntime",
+    "vllm": "node_agent.runtimes.vllm:VLLMRuntime",
+    "openai": "node_agent.runtimes.openai_url:OpenAIURLRuntime",
 }
+"""Each runtime's adapter class, as `module:Class`."""
+
+
+class _AdapterClasses(Mapping[RuntimeName, type[Runtime]]):
+    """Runtime name to adapter class, importing each adapter's module on first use."""
+
+    def __getitem__(self, name: RuntimeName) -> type[Runtime]:
+        module, _, attribute = _ADAPTERS[name].partition(":")
+        cls: type[Runtime] = getattr(importlib.import_module(module), attribute)
+        return cls
+
+    def __iter__(self) -> Iterator[RuntimeName]:
+        return iter(_ADAPTERS)
+
+    def __len__(self) -> int:
+        return len(_ADAPTERS)
+
+
+RUNTIME_CLASSES: Mapping[RuntimeName, type[Runtime]] = _AdapterClasses()
 
 _TYPE_WORDS = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
 
 
 def runtime_class(name: str) -> type[Runtime]:
     """The adapter class for a runtime name; RuntimeUnavailable names the known ones."""
-    cls = RUNTIME_CLASSES.get(cast(RuntimeName, name))
-    if cls is None:
+    if name not in _ADAPTERS:
         raise RuntimeUnavailable(
             f"no model runtime is called `{name}`; use one of: {', '.join(RUNTIME_NAMES)}"
         )
-    return cls
+    return RUNTIME_CLASSES[cast(RuntimeName, name)]
 
 
 def settings_schema(name: str) -> Mapping[str, type]:

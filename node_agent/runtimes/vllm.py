@@ -4,7 +4,9 @@ Follows the endpoints documented for vLLM's OpenAI-compatible server (v0.6 and
 later): `GET /health` (200 when the engine is up), `GET /version`, `GET /v1/models`
 (the served model: `id` is the served name, `root` the model it was started
 with) and `POST /v1/chat/completions`. With `vllm serve --api-key KEY`, `/v1`
-wants a bearer token: name the variable holding it in `api_key_env`.
+wants a bearer token: name the variable holding it in `api_key_env`. Its load
+comes from `GET /metrics`: `vllm:num_requests_running` and
+`vllm:num_requests_waiting`, labelled with the served model name.
 
 A vLLM server serves the one model it was started with, and keeps its memory
 (GPU memory is reserved up front) until it is stopped. So "load" checks that the
@@ -29,6 +31,7 @@ from node_agent.errors import ModelLoadError, NotFound
 from node_agent.runtimes.base import (
     LoadedModel,
     LoadProgress,
+    ModelCapacity,
     ModelEndpoint,
     ModelSource,
     ProgressCallback,
@@ -38,11 +41,13 @@ from node_agent.runtimes.base import (
     StateListener,
 )
 from node_agent.runtimes.openai_url import api_key_from_env, list_models
+from node_agent.runtimes.prometheus_text import parse_samples, total
 
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+METRICS_TIMEOUT = httpx.Timeout(1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +152,26 @@ class VLLMRuntime(Runtime):
         if served.key:
             return ModelEndpoint(base_url=base, model=served.model, api_key=served.key)
         return ModelEndpoint(base_url=base, model=served.model)
+
+    async def capacity(self, alias: str) -> ModelCapacity:
+        """Requests running and waiting, from the server's `/metrics` (vLLM batches as
+        many as fit, so it has no fixed slot count)."""
+        served = self._served.get(alias)
+        if served is None:
+            return ModelCapacity()
+        try:
+            response = await self._client().get(f"{served.url}/metrics", timeout=METRICS_TIMEOUT)
+        except httpx.HTTPError:
+            return ModelCapacity()
+        if response.status_code != 200:
+            return ModelCapacity()
+        samples = parse_samples(response.text)
+        running = total(samples, "vllm:num_requests_running", model_name=served.model)
+        waiting = total(samples, "vllm:num_requests_waiting", model_name=served.model)
+        return ModelCapacity(
+            slots_busy=None if running is None else int(running),
+            queued=None if waiting is None else int(waiting),
+        )
 
     async def memory_used(self) -> int:
         """Unknown: vLLM does not report its memory in bytes (it reserves GPU memory up front)."""

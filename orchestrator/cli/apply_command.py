@@ -118,14 +118,24 @@ def run(args: argparse.Namespace, consoles: Consoles) -> int:
 
 
 def _watch(args: argparse.Namespace, consoles: Consoles) -> int:
-    with connect(args) as controller:
+    root = Path(args.watch)
+    with watch.interruptible():
+        try:
+            with connect(args) as controller:
 
-        def apply(loaded: LoadedManifest) -> str:
-            response = apply_manifest(controller, loaded, consoles, dry_run=args.dry_run)
-            return response.revision.deployment or loaded.desired.name
+                def apply(loaded: LoadedManifest) -> str:
+                    response = apply_manifest(controller, loaded, consoles, dry_run=args.dry_run)
+                    return response.revision.deployment or loaded.desired.name
 
-        def delete(name: str) -> None:
-            delete_command.delete_deployment(controller, name, consoles, dry_run=args.dry_run)
+                def delete(name: str) -> None:
+                    delete_command.delete_deployment(
+                        controller, name, consoles, dry_run=args.dry_run
+                    )
 
-        watcher = watch.ManifestWatcher(Path(args.watch), apply, delete, consoles)
-        return watch.watch(watcher, consoles)
+                watcher = watch.ManifestWatcher(root, apply, delete, consoles)
+                return watch.watch(watcher, consoles)
+        except KeyboardInterrupt:
+            # Ctrl-C is the way to stop watching, whatever it interrupted (connecting, an
+            # apply in flight, a wait): not an error. What was applied stays applied.
+            consoles.err.print(f"stopped watching {root}", markup=False)
+            return 0

@@ -12,6 +12,7 @@ from typing import Any
 from edgefleet_common.cluster import DEFAULT_CLUSTER
 from edgefleet_common.logs import configure_logging
 from edgefleet_common.paths import state_dir
+from edgefleet_contract.units import parse_duration
 from orchestrator.cli.console import Consoles
 from orchestrator.config import (
     DEFAULT_CONTROLLER_ADDRESS,
@@ -21,7 +22,6 @@ from orchestrator.config import (
 )
 from orchestrator.errors import EdgeFleetError
 from orchestrator.manifest import LOCAL_NODE
-from orchestrator.manifest.units import parse_duration
 
 log = logging.getLogger("orchestrator")
 

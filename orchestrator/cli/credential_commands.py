@@ -1,11 +1,11 @@
-"""`edgectl token …` (join tokens for new nodes), `edgectl apikey …` (gateway API keys) and
-`edgectl node revoke ID`.
+"""`edgectl token …` (join tokens for new nodes) and `edgectl apikey …` (gateway API keys).
 
     edgectl token create [--ttl 1h] [--description TEXT]   # prints the token, once
     edgectl token list [-o table|json|yaml]
     edgectl token revoke ID
     edgectl apikey create|list|revoke …                    # the same, for API keys
-    edgectl node revoke ID [--reason TEXT]
+
+Revoking a node is `edgectl node revoke` (see `node_command`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ WHAT = {"token": "join token", "apikey": "API key"}
 
 
 def register(commands: Any) -> None:
-    """Add the `token`, `apikey` and `node` commands."""
+    """Add the `token` and `apikey` commands."""
     for command, what in WHAT.items():
         parser = commands.add_parser(
             command,
@@ -59,19 +59,6 @@ def register(commands: Any) -> None:
         for sub in (create, listing, revoke):
             add_controller_option(sub)
             sub.set_defaults(run=run, kind=KINDS[command], what=what)
-
-    node = commands.add_parser(
-        "node",
-        help="revoke a node's membership",
-        description="Revoke a node: its certificates are not renewed, the controller stops "
-        "talking to it and moves its work; it may join again with a new token.",
-    )
-    node_actions = node.add_subparsers(dest="action", metavar="ACTION", required=True)
-    revoke_node = node_actions.add_parser("revoke", help="stop trusting a node")
-    revoke_node.add_argument("node_id", metavar="ID")
-    revoke_node.add_argument("--reason", default="", help="recorded in the event")
-    add_controller_option(revoke_node)
-    revoke_node.set_defaults(run=run_node_revoke)
 
 
 def run(args: argparse.Namespace, consoles: Consoles) -> int:
@@ -116,21 +103,6 @@ def run(args: argparse.Namespace, consoles: Consoles) -> int:
         )
     verb = "revoked" if revoked.revoked else "was already revoked"
     consoles.out.print(f"{args.what} {args.id} {verb}", markup=False)
-    return 0
-
-
-def run_node_revoke(args: argparse.Namespace, consoles: Consoles) -> int:
-    """`node revoke ID`."""
-    with connect(args) as controller:
-        answer = controller.call(
-            "RevokeNode",
-            controller_pb2.RevokeNodeRequest(node_id=args.node_id, reason=args.reason),
-            controller_pb2.RevokeNodeResponse,
-        )
-    consoles.out.print(
-        f"node {args.node_id} revoked ({answer.certificates_revoked} certificate(s))",
-        markup=False,
-    )
     return 0
 
 

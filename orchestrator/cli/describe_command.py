@@ -72,6 +72,7 @@ def _describe_node(node: controller_pb2.NodeView, consoles: Consoles, now: float
         [
             ("Name", node.id),
             ("State", f"{state}{since}" + (f" ({node.reason})" if node.reason else "")),
+            ("Maintenance", _maintenance(node, now)),
             ("Address", node.address),
             ("Discovered by", node.discovered_by),
             ("Version", node.version),
@@ -120,6 +121,20 @@ def _describe_node(node: controller_pb2.NodeView, consoles: Consoles, now: float
             str(agent.failures_total),
         )
     _block(consoles, "Agents", agents)
+
+
+def _maintenance(node: controller_pb2.NodeView, now: float) -> str:
+    """`cordoned for 5m: no new work (reason: …)`; empty when the node is not marked."""
+    if not node.mark:
+        return ""
+    if node.mark == "cordoned":
+        what = "no new work; what runs there stays"
+    elif node.drained:
+        what = "drained: nothing runs there, no new work"
+    else:
+        what = "its agents and models move to other nodes"
+    reason = f" (reason: {node.mark_reason})" if node.mark_reason else ""
+    return f"{node.mark} for {age(node.marked_at, now)}: {what}{reason}"
 
 
 def _describe_agent(agent: controller_pb2.AgentView, consoles: Consoles) -> None:

@@ -1,4 +1,5 @@
-"""`edgectl get nodes|agents|models [-o table|wide|json|yaml]`: list what the controller knows."""
+"""`edgectl get nodes|agents|models|endpoints [-o table|wide|json|yaml]`: list what the
+controller knows."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from google.protobuf.message import Message
 from edgefleet.v1 import controller_pb2
 from orchestrator.cli.client import add_controller_option, connect
 from orchestrator.cli.console import Consoles
+from orchestrator.cli.endpoints_table import endpoints_table
 from orchestrator.cli.output import add_output_option, print_document, print_table
 from orchestrator.cli.tables import agents_table, models_table, nodes_table
 
@@ -22,6 +24,9 @@ KINDS = {
     "agent": "agents",
     "models": "models",
     "model": "models",
+    "endpoints": "endpoints",
+    "endpoint": "endpoints",
+    "ep": "endpoints",
 }
 
 
@@ -29,10 +34,12 @@ def register(commands: Any) -> None:
     """Add the `get` command."""
     parser = commands.add_parser(
         "get",
-        help="list nodes, agents or models",
-        description="List nodes, agents or models as the controller sees them.",
+        help="list nodes, agents, models or gateway endpoints",
+        description="List nodes, agents, models or the fleet's OpenAI gateways (endpoints: "
+        "the controller's and each node's, with the routing table each uses) as the "
+        "controller sees them.",
     )
-    parser.add_argument("kind", choices=sorted(KINDS), metavar="nodes|agents|models")
+    parser.add_argument("kind", choices=sorted(KINDS), metavar="nodes|agents|models|endpoints")
     add_output_option(parser)
     add_controller_option(parser)
     parser.set_defaults(run=run)
@@ -55,6 +62,14 @@ def run(args: argparse.Namespace, consoles: Consoles) -> int:
             )
             reply = agents
             table = agents_table(agents.agents, wide=wide)
+        elif kind == "endpoints":
+            endpoints = controller.call(
+                "ListEndpoints",
+                controller_pb2.ListEndpointsRequest(),
+                controller_pb2.ListEndpointsResponse,
+            )
+            reply = endpoints
+            table = endpoints_table(endpoints.endpoints, endpoints.routes_generation, wide=wide)
         else:
             models = controller.call(
                 "ListModels", controller_pb2.ListModelsRequest(), controller_pb2.ListModelsResponse

@@ -40,6 +40,7 @@ _STYLES = {
     "unloading": "dim",
     "stopping": "dim",
     "draining": "dim",
+    "cordoned": "dim",
     "superseded": "dim",
     "unknown": "dim",
     "failed": "red",
@@ -76,6 +77,17 @@ def model_state(value: int) -> str:
 def agent_state(value: int) -> str:
     """`AGENT_STATE_SUPERSEDED` -> `superseded`."""
     return _word(common_pb2.AgentState.Name(value), "AGENT_STATE_")
+
+
+def node_state_text(node: controller_pb2.NodeView) -> Text:
+    """A node's state and, when it says more, its mark: `ready`, `draining` (a ready node
+    being emptied), `ready, cordoned`, `not-ready, draining`; each word coloured."""
+    state = node_state(node.state)
+    text = styled(state)
+    if node.mark and node.mark != state:
+        text.append(", ")
+        text.append_text(styled(node.mark))
+    return text
 
 
 def severity(value: int) -> str:

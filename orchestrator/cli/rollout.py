@@ -8,7 +8,7 @@ one line per change otherwise.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -60,7 +60,18 @@ class Progress:
         return not self.waiting and not self.failures
 
 
-def assess(status: controller_pb2.ClusterStatus, expected: Expected) -> Progress:
+Reword = Callable[[str], str]
+"""How a command shows the controller's reasons (e.g. `up`, which started the local node
+the scheduler's hint asks to start)."""
+
+
+def _as_sent(reason: str) -> str:
+    return reason
+
+
+def assess(
+    status: controller_pb2.ClusterStatus, expected: Expected, reword: Reword = _as_sent
+) -> Progress:
     """The state of the expected agents and their models in one status snapshot."""
     agents = {
         a.name: a
@@ -99,12 +110,14 @@ def assess(status: controller_pb2.ClusterStatus, expected: Expected) -> Progress
             if agent_state(r.state) == "failed"
         )
         if agent.ready_replicas < max(agent.desired_replicas, 1):
-            detail = f"{ready}" + (f", {agent.unplaced_reason}" if agent.unplaced_reason else "")
+            unplaced = reword(agent.unplaced_reason) if agent.unplaced_reason else ""
+            detail = f"{ready}" + (f", {unplaced}" if unplaced else "")
             waiting.append(f"agent {name} ({detail})")
     for deployment in status.deployments:
         if deployment.name in expected.deployments:
             for item in deployment.unplaced:
-                rows.append(Row(item.kind or "work", item.name, "not placed", item.reason or "-"))
+                reason = reword(item.reason) if item.reason else "-"
+                rows.append(Row(item.kind or "work", item.name, "not placed", reason))
     return Progress(tuple(rows), tuple(waiting), tuple(failures), len(agents))
 
 
@@ -165,6 +178,7 @@ def wait_for_rollout(
     consoles: Consoles,
     *,
     timeout: float = DEFAULT_TIMEOUT_S,
+    reword: Reword = _as_sent,
 ) -> int:
     """Poll until every expected agent is ready (0), something failed or time is up (1)."""
     deadline = time.monotonic() + timeout
@@ -173,7 +187,7 @@ def wait_for_rollout(
             status = controller.call(
                 "GetStatus", controller_pb2.GetStatusRequest(), controller_pb2.ClusterStatus
             )
-            progress = assess(status, expected)
+            progress = assess(status, expected, reword)
             view.show(progress)
             if progress.failures:
                 _report(consoles, "rollout failed", progress.failures)

@@ -21,9 +21,9 @@ from orchestrator.cli.output import (
     model_state,
     new_table,
     node_state,
+    node_state_text,
     print_document,
     print_table,
-    styled,
 )
 from orchestrator.cli.plan_output import unplaced_line
 from orchestrator.cli.tables import agents_table, events_table, models_table, node_memory
@@ -47,7 +47,7 @@ def register(commands: Any) -> None:
 def _node_rows(status: controller_pb2.ClusterStatus, now: float) -> Table:
     table = new_table("NODE", "STATE", "HEARTBEAT", "AGENTS", "MODELS", "MEMORY")
     for node in status.nodes:
-        state = styled(node_state(node.state))
+        state = node_state_text(node)
         if node.reason and node_state(node.state) != "ready":
             state.append(f" ({node.reason})")
         agents = [
@@ -93,6 +93,13 @@ def _section(consoles: Consoles, title: str, table: Table | None = None) -> None
         print_table(table, consoles)
 
 
+def routes_line(status: controller_pb2.ClusterStatus) -> str:
+    """How many nodes route with the current routing table."""
+    current = status.routes_generation
+    using = sum(1 for n in status.nodes if n.routes_reported and n.routes_generation == current)
+    return f"routing table {current}: {using}/{len(status.nodes)} nodes route with it"
+
+
 def print_status(status: controller_pb2.ClusterStatus, consoles: Consoles) -> None:
     """The status screen."""
     now = time.time()
@@ -100,10 +107,15 @@ def print_status(status: controller_pb2.ClusterStatus, consoles: Consoles) -> No
     if status.gateway_url:
         head += f", gateway {status.gateway_url}"
     consoles.out.print(head, markup=False)
+    if status.routes_generation:
+        consoles.out.print(routes_line(status), markup=False)
     if status.deployments:
         _section(consoles, "Deployments", _deployment_rows(status, now))
     states = Counter(node_state(n.state) for n in status.nodes)
     counts = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
+    cordoned = sum(1 for n in status.nodes if n.mark == "cordoned")
+    if cordoned:  # draining is a state of its own; cordoned ready nodes count as ready too
+        counts += f"; {cordoned} cordoned"
     _section(consoles, f"Nodes ({counts or 'none'})", _node_rows(status, now) if states else None)
     if not states:
         consoles.out.print("no node has joined yet", style="dim", markup=False)

@@ -15,7 +15,7 @@ from orchestrator.cli.output import (
     millis,
     model_state,
     new_table,
-    node_state,
+    node_state_text,
     severity,
     size,
     styled,
@@ -37,7 +37,8 @@ def node_memory(node: controller_pb2.NodeView) -> str:
 def nodes_table(
     nodes: Sequence[controller_pb2.NodeView], *, wide: bool = False, now: float | None = None
 ) -> Table:
-    """NAME, STATE, ADDRESS, AGENTS and MODELS (ready/total), MEMORY, HEARTBEAT, VERSION."""
+    """NAME, STATE (with a cordoned or draining mark), ADDRESS, AGENTS and MODELS
+    (ready/total), MEMORY, HEARTBEAT, VERSION."""
     headers = ["NAME", "STATE", "ADDRESS", "AGENTS", "MODELS", "MEMORY", "HEARTBEAT", "VERSION"]
     if wide:
         headers += ["LABELS", "GENERATION", "DISCOVERED"]
@@ -45,7 +46,7 @@ def nodes_table(
     for node in nodes:
         row: list[str | Text] = [
             node.id,
-            styled(node_state(node.state)),
+            node_state_text(node),
             node.address or "-",
             _ready_of([agent_state(a.state) for a in node.agents]),
             _ready_of([model_state(m.state) for m in node.models]),

@@ -29,7 +29,7 @@ from edgefleet_common.child_process import die_with_parent
 from edgefleet_common.join_token import TOKEN_ENV
 from edgefleet_common.logs import configure_logging
 from edgefleet_common.paths import state_dir
-from edgefleet_common.ports import free_port
+from edgefleet_common.ports import free_port, is_loopback
 from orchestrator.cli import rollout
 from orchestrator.cli.apply_command import apply_manifest
 from orchestrator.cli.chat_command import stream_reply
@@ -38,6 +38,7 @@ from orchestrator.cli.console import Consoles
 from orchestrator.cli.controller_command import add_controller_options, config_from
 from orchestrator.cli.manifests import load_reporting
 from orchestrator.cli.status_command import print_status
+from orchestrator.cli.watch import interruptible
 from orchestrator.config import DEFAULT_JOIN_ADDRESS, ControllerConfig
 from orchestrator.errors import EdgeFleetError
 from orchestrator.manifest import LoadedManifest, load_text
@@ -83,6 +84,18 @@ def quickstart_manifest() -> LoadedManifest:
     """The embedded quickstart manifest (also shipped as manifests/quickstart.yaml)."""
     text = resources.files("orchestrator").joinpath(QUICKSTART).read_text(encoding="utf-8")
     return load_text(text, source=QUICKSTART)
+
+
+def started_node_reason(reason: str, node_id: str, log_path: Path) -> str:
+    """`reason` as `up` shows it: the controller's hint to start the local node with
+    `edge-node run` is wrong when `up` started that node itself, so it says instead that
+    `up` waits for the node it started, and where that node's log is."""
+    return reason.replace(
+        f"waiting for the local node `{node_id}` to connect "
+        f"(start it with `edge-node run --id {node_id}`)",
+        f"waiting for the local node `{node_id}` that `edgectl up` started to connect "
+        f"(if it does not, see its log: {log_path})",
+    )
 
 
 class _ControllerThread:
@@ -139,8 +152,12 @@ class _ControllerThread:
 class _LocalNode:
     """The local edge-node, a child process that dies with this one."""
 
-    def __init__(self, node_id: str, listen: str, data_dir: Path, catalog: Path | None) -> None:
+    def __init__(
+        self, node_id: str, listen: str, data_dir: Path, catalog: Path | None, gateway: str
+    ) -> None:
         self.node_id = node_id
+        self.gateway = gateway
+        """The node's OpenAI gateway address (HOST:PORT), or `off`."""
         host, _, port = listen.rpartition(":")
         self.address = f"{host}:{port if port != '0' else free_port(host)}"
         self.log_path = data_dir / f"node-{node_id}.log"
@@ -165,6 +182,8 @@ class _LocalNode:
             "--no-advertise",
             "--metrics",
             "127.0.0.1:0",
+            "--gateway-listen",
+            self.gateway,
         ]
         if self._catalog is not None:
             command += ["--catalog", str(self._catalog)]
@@ -193,6 +212,10 @@ class _LocalNode:
         with contextlib.suppress(OSError):
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         return ""
+
+    def reword(self, reason: str) -> str:
+        """A reason from the controller as `up` shows it (see `started_node_reason`)."""
+        return started_node_reason(reason, self.node_id, self.log_path)
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it does not stop in time."""
@@ -236,8 +259,15 @@ def run(args: argparse.Namespace, consoles: Consoles) -> int:
     (data_dir / "controller.log").touch()
     configure_logging(args.log_level, args.log_format)
     _log_to(data_dir / "controller.log")
-    node = _LocalNode(args.local_node, args.node_listen, data_dir, args.catalog)
-    config = config_from(args, data_dir=data_dir / "controller")
+    # The box's own front door is its node's gateway, which keeps serving while the
+    # controller restarts: `--gateway-listen` is the node's here, and the controller
+    # serves none.
+    node = _LocalNode(
+        args.local_node, args.node_listen, data_dir, args.catalog, args.gateway_listen
+    )
+    config = dataclasses.replace(
+        config_from(args, data_dir=data_dir / "controller"), gateway_listen=None
+    )
     # One box: the local node joins on loopback, not on every interface.
     join_listen = (
         f"127.0.0.1:{free_port()}"
@@ -250,6 +280,21 @@ def run(args: argparse.Namespace, consoles: Consoles) -> int:
         join_listen=join_listen,
     )
     controller = _ControllerThread(config)
+    # Ctrl-C must stop `up` while it brings things up too, even when it was started with
+    # SIGINT ignored (a background job of a shell without job control).
+    with interruptible():
+        return _serve(controller, node, loaded, args, consoles, data_dir)
+
+
+def _serve(
+    controller: _ControllerThread,
+    node: _LocalNode,
+    loaded: LoadedManifest,
+    args: argparse.Namespace,
+    consoles: Consoles,
+    data_dir: Path,
+) -> int:
+    """Start the controller and the local node, apply, and serve until Ctrl-C."""
     address = controller.start()
     consoles.err.print(f"controller at {address}; logs in {data_dir}", style="dim", markup=False)
     try:
@@ -297,7 +342,9 @@ def _bring_up(
         deployments=frozenset({response.revision.deployment or loaded.desired.name}),
         agents=frozenset(a.name for a in loaded.desired.agents),
     )
-    code = rollout.wait_for_rollout(client, expected, consoles, timeout=args.timeout)
+    code = rollout.wait_for_rollout(
+        client, expected, consoles, timeout=args.timeout, reword=node.reword
+    )
     if code != 0:
         consoles.err.print(f"the local node's log ({node.log_path}):", markup=False)
         consoles.err.print(node.log_tail(), markup=False, highlight=False)
@@ -324,9 +371,12 @@ def _bring_up(
             f'chat:     edgectl --controller {target} chat {agents[0]} "hello"', markup=False
         )
     consoles.out.print(f"status:   edgectl --controller {target} status", markup=False)
-    if status.gateway_url:
+    if node.gateway != "off":
+        # Off loopback the node's gateway speaks HTTPS and wants an API key.
+        scheme = "http" if is_loopback(node.gateway) else "https"
         consoles.out.print(
-            f"OpenAI:   base_url={status.gateway_url}  model={agents[0] if agents else '…'}",
+            f"OpenAI:   base_url={scheme}://{node.gateway}/v1  "
+            f"model={agents[0] if agents else '…'}",
             markup=False,
         )
     return 0

@@ -3,14 +3,16 @@
 `ManifestWatcher` holds the logic and knows nothing of file-system events or
 gRPC: it is given `apply` and `delete` functions. `Debouncer` turns the burst
 of events an editor's save makes into one change per file. `watch` is the thin
-watchdog glue around both.
+watchdog glue around both; `interruptible` makes sure Ctrl-C can end it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -24,6 +26,8 @@ from orchestrator.manifest import LoadedManifest
 
 DEBOUNCE_S = 0.3
 _TICK_S = 0.05
+OBSERVER_STOP_S = 2.0
+"""How long stopping waits for the file-system observer's threads."""
 
 ApplyFn = Callable[[LoadedManifest], str]
 """Applies a valid manifest; returns the name of the deployment it applied."""
@@ -147,31 +151,56 @@ class _Events(FileSystemEventHandler):
                 self._debouncer.add(path)
 
 
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Ctrl-C (SIGINT) raises KeyboardInterrupt while the block runs, wherever the main
+    thread is: in a wait, or in a gRPC call (which checks for signals while it waits).
+
+    Needed because a process started with SIGINT ignored keeps ignoring it: a shell
+    without job control starts background jobs so, and Python then installs no
+    handler. Elsewhere than on the main thread this changes nothing (signals are
+    handled there only).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def watch(
     watcher: ManifestWatcher,
     consoles: Consoles,
     delay: float = DEBOUNCE_S,
     stop: threading.Event | None = None,
 ) -> int:
-    """Apply everything, then follow changes until Ctrl-C (exit 0) or `stop` is set."""
+    """Apply everything, then follow changes until `stop` is set (returns 0).
+
+    Ctrl-C raises KeyboardInterrupt out of it, for the caller to report; the
+    file-system observer is stopped either way.
+    """
     root = watcher.root
     debouncer = Debouncer(delay)
     observer = Observer()
     # A single file is watched through its folder: editors replace files on save.
     folder = root if root.is_dir() else root.parent
     observer.schedule(_Events(watcher, debouncer), str(folder), recursive=False)
-    # Watch first, then apply: an edit saved while the first apply runs is not lost.
-    observer.start()
     stop = stop or threading.Event()
     try:
+        # Watch first, then apply: an edit saved while the first apply runs is not lost.
+        observer.start()
         watcher.apply_all()
         consoles.err.print(f"watching {root} for changes (Ctrl-C to stop)", markup=False)
         while not stop.wait(_TICK_S):
             for path in debouncer.take_due():
                 watcher.changed(path)
-    except KeyboardInterrupt:
-        pass  # the way to stop watching: not an error
     finally:
         observer.stop()
-        observer.join()
+        # Bounded: watchdog's threads are daemons, so one slow to stop cannot keep the
+        # process alive, and Ctrl-C must end it promptly.
+        if observer.is_alive():
+            observer.join(OBSERVER_STOP_S)
     return 0

@@ -1,4 +1,5 @@
-"""Every node the controller knows, its health transitions, and views for the scheduler."""
+"""Every node the controller knows, its health transitions, its operator's mark (cordoned,
+draining), and views for the scheduler."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from collections.abc import Callable, Mapping
 
 from edgefleet.v1 import common_pb2
 from orchestrator.events import EventLog
-from orchestrator.fleet.health import Health
+from orchestrator.fleet.health import Health, node_state
+from orchestrator.fleet.marks import NodeMarks
 from orchestrator.fleet.node_link import ChannelFactory, NodeLink
-from orchestrator.fleet.status_events import status_events
-from orchestrator.scheduler.model import NodeView
+from orchestrator.fleet.status_events import is_empty, status_events
+from orchestrator.scheduler.model import NodeState, NodeView
+from orchestrator.store import Mark, NodeMarkRow, Store
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,8 @@ class Fleet:
         self._revoked = revoked
         self._links: dict[str, NodeLink] = {}
         self._ticker: asyncio.Task[None] | None = None
+        self.marks = NodeMarks()
+        """Cordoned and draining nodes (in memory until `keep_marks` gives a store)."""
 
     # -- membership ------------------------------------------------------------------
 
@@ -104,6 +109,57 @@ class Fleet:
         """Every known node, by id."""
         return [self._links[k] for k in sorted(self._links)]
 
+    # -- cordon and drain ------------------------------------------------------------
+
+    def keep_marks(self, store: Store) -> None:
+        """Take the marks the store kept (a restarted controller keeps its cordons) and
+        keep every change there; called once, before the first scheduling pass."""
+        self.marks = NodeMarks(store)
+        self._on_change()
+
+    def mark(self, node_id: str, mark: Mark, reason: str) -> NodeMarkRow:
+        """Cordon or drain a node (which need not be connected): no new work goes there;
+        a draining node's work moves away."""
+        row = self.marks.set(node_id, mark, reason)
+        link = self._links.get(node_id)
+        if link is not None:
+            self.check_drained(link)
+        self._on_change()
+        return row
+
+    def unmark(self, node_id: str) -> bool:
+        """Uncordon a node; False when it was neither cordoned nor draining."""
+        lifted = self.marks.clear(node_id)
+        if lifted:
+            self._on_change()
+        return lifted
+
+    def state_of(self, link: NodeLink) -> NodeState:
+        """The node's state: its health, or `draining` (see `health.node_state`)."""
+        mark = self.marks.get(link.node_id)
+        return node_state(link.health, mark.mark if mark is not None else None)
+
+    def check_drained(self, link: NodeLink) -> None:
+        """Record `NodeDrained` once a draining node reports that it runs nothing and is
+        assigned nothing."""
+        mark = self.marks.get(link.node_id)
+        if mark is None or mark.mark != "draining" or mark.drained_at is not None:
+            return
+        if link.health != "ready" or link.status is None:
+            return
+        if not is_empty(link.status, link.desired):
+            return
+        self.marks.set_drained(link.node_id)
+        elapsed = time.time() - mark.since
+        self._events.record(
+            "info",
+            "NodeDrained",
+            f"node/{link.node_id}",
+            f"{link.node_id} drained in {elapsed:.1f}s: it runs no agent and no model; "
+            "it stays cordoned until uncordoned",
+            node_id=link.node_id,
+        )
+
     async def close(self) -> None:
         """Close every link."""
         if self._ticker is not None:
@@ -122,6 +178,7 @@ class Fleet:
                     event.severity, event.reason, event.obj, event.message, node_id=link.node_id
                 )
             link.reported = link.status
+            self.check_drained(link)
             self._on_change()
 
     def _stream_broke(self, link: NodeLink, reason: str) -> None:
@@ -179,19 +236,29 @@ class Fleet:
     # -- views -----------------------------------------------------------------------
 
     def scheduler_views(self) -> list[NodeView]:
-        """Every node that has reported at least once, or is untrusted, as the scheduler
-        sees it.
+        """Every node that has reported at least once, is untrusted or is marked, as the
+        scheduler sees it.
 
         A node known only by address (static, or proposed by mDNS) but never heard
-        from is left out: the scheduler keeps its pinned work waiting for it rather
-        than failing it over before it ever had a chance to connect. An untrusted
-        one is in, so that nothing is assigned to it.
+        from is `absent`: the scheduler keeps its pinned work waiting for it rather
+        than failing it over before it ever had a chance to connect. Such a node is
+        listed only when marked (so that it gets no new work, e.g. after a controller
+        restart, before it reconnects). An untrusted one is in, so that nothing is
+        assigned to it.
         """
-        return [
-            _view(link)
-            for link in self.links()
-            if link.status is not None or link.health == "untrusted"
+        views = []
+        for link in self.links():
+            mark = self.marks.get(link.node_id)
+            if link.status is not None or link.health == "untrusted":
+                views.append(_view(link, self.state_of(link), cordoned=mark is not None))
+            elif mark is not None:
+                views.append(NodeView(id=link.node_id, state="absent", cordoned=True))
+        views += [
+            NodeView(id=node, state="absent", cordoned=True)
+            for node in self.marks.all()
+            if node not in self._links
         ]
+        return views
 
 
 def _may_move(link: NodeLink, discovered_by: str) -> bool:
@@ -199,17 +266,18 @@ def _may_move(link: NodeLink, discovered_by: str) -> bool:
     return not (link.discovered_by in ("static", "manifest") and discovered_by == "mdns")
 
 
-def _view(link: NodeLink) -> NodeView:
+def _view(link: NodeLink, state: NodeState, *, cordoned: bool) -> NodeView:
     """A node that has reported, or is untrusted, as the scheduler sees it."""
     status = link.status
     if status is None:  # untrusted before it ever reported: it gets nothing
-        return NodeView(id=link.node_id, state=link.health, memory_total_bytes=0)
+        return NodeView(id=link.node_id, state=state, memory_total_bytes=0, cordoned=cordoned)
     # What a node runs under another generation (e.g. state it restored after a
     # restart) says nothing about whether it runs what it was assigned now.
     current = link.desired is None or status.generation == link.desired.generation
     return NodeView(
         id=link.node_id,
-        state=link.health,
+        state=state,
+        cordoned=cordoned,
         memory_total_bytes=status.capacity.memory_total_bytes,
         labels=dict(link.labels),
         ready_models=frozenset(

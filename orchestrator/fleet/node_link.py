@@ -3,7 +3,9 @@
 A link keeps one status stream open (reconnecting with a short backoff), so it
 always holds the node's latest whole status. It pushes the node's desired state
 whenever the node reports a different generation, retrying with backoff; a
-node never receives the same generation twice with different content.
+node never receives the same generation twice with different content. Likewise
+it pushes the fleet's routing table whenever the node reports routing with
+another one (never to a node that is untrusted or revoked).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Any
 import grpc
 
 from edgefleet.v1 import node_pb2, node_pb2_grpc
-from node_agent.desired import NodeDesired
-from node_agent.wire import desired_to_proto
+from edgefleet_common.backoff import Backoff
+from edgefleet_contract.desired import NodeDesired
+from edgefleet_contract.wire import desired_to_proto
 from orchestrator.fleet.health import Health, HealthInputs, assess
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,7 @@ _TLS_FAILURE = ("ssl", "certificate")
 RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 2.0
 PUSH_TIMEOUT_S = 10.0
+PUSH_RETRY_MIN_S = 0.5
 PUSH_RETRY_MAX_S = 10.0
 INFO_TIMEOUT_S = 5.0
 
@@ -86,10 +90,23 @@ class NodeLink:
         self._channel: Any = None
         self._stub: Any = None
         self._push_wanted = asyncio.Event()
+        self.routes: node_pb2.ApplyRoutesRequest | None = None
+        """The routing table to push (None: none made yet)."""
+        self.routes_acked = 0
+        """The table generation the node accepted on this connection (0: none yet)."""
+        self.routes_refused = 0
+        """The generation of the last table the node refused as older than its own."""
+        self.routes_error = ""
+        self._routes_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
 
     # -- what the node reports -------------------------------------------------------
+
+    @property
+    def routes_generation(self) -> int:
+        """The routing table generation the node last reported (0 before any status)."""
+        return self.status.routes_generation if self.status is not None else 0
 
     @property
     def observed_generation(self) -> int:
@@ -114,6 +131,7 @@ class NodeLink:
         self._tasks = [
             asyncio.create_task(self._watch(), name=f"watch {self.node_id}"),
             asyncio.create_task(self._push_loop(), name=f"push {self.node_id}"),
+            asyncio.create_task(self._routes_loop(), name=f"routes {self.node_id}"),
         ]
 
     async def move(self, address: str) -> None:
@@ -153,7 +171,7 @@ class NodeLink:
     # -- the status stream -----------------------------------------------------------
 
     async def _watch(self) -> None:
-        backoff = RECONNECT_MIN_S
+        backoff = Backoff(RECONNECT_MIN_S, RECONNECT_MAX_S)
         while not self._closed:
             heard_before = self.last_heard
             reason = await self._stream_once()
@@ -162,14 +180,11 @@ class NodeLink:
             self._on_stream(self, reason)
             if self._closed:
                 return
-            # A stream that delivered something was healthy: reconnect at once; repeated
-            # failures to connect back off up to a couple of seconds.
-            backoff = (
-                RECONNECT_MIN_S
-                if self.last_heard != heard_before
-                else min(backoff * 2, RECONNECT_MAX_S)
-            )
-            await asyncio.sleep(backoff)
+            # A stream that delivered something was healthy: reconnect after the shortest
+            # delay; repeated failures to connect back off up to a couple of seconds.
+            if self.last_heard != heard_before:
+                backoff.reset()
+            await backoff.wait()
 
     async def _stream_once(self) -> str:
         """Open the stream and follow it until it breaks; returns why it broke."""
@@ -232,6 +247,10 @@ class NodeLink:
         changed = first or previous is None or _essence(previous) != _essence(status)
         if first or (self.desired is not None and status.generation != self.desired.generation):
             self._push_wanted.set()
+        if first:
+            self.routes_acked = 0  # a new connection: perhaps a restarted node
+        if self._routes_behind():
+            self._routes_wanted.set()
         self._on_status(self, changed)
 
     # -- pushing the desired state ---------------------------------------------------
@@ -242,7 +261,7 @@ class NodeLink:
         self._push_wanted.set()
 
     async def _push_loop(self) -> None:
-        backoff = 0.5
+        backoff = Backoff(PUSH_RETRY_MIN_S, PUSH_RETRY_MAX_S)
         while not self._closed:
             await self._push_wanted.wait()
             self._push_wanted.clear()
@@ -271,12 +290,66 @@ class NodeLink:
                     # (a newer generation, or a fixed state).
                     self._on_status(self, True)
                     continue
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, PUSH_RETRY_MAX_S)
+                await backoff.wait()
                 self._push_wanted.set()
                 continue
-            backoff = 0.5
+            backoff.reset()
             self.push_error = ""
+
+    # -- pushing the routing table ---------------------------------------------------
+
+    def want_routes(self, request: node_pb2.ApplyRoutesRequest) -> None:
+        """Make this the routing table to push (pushed when the node routes with another)."""
+        self.routes = request
+        if self._routes_behind():
+            self._routes_wanted.set()
+
+    def _routes_behind(self) -> bool:
+        """Whether the node should be sent the current table: it reports another, and has
+        not accepted this one on this connection."""
+        routes = self.routes
+        if routes is None or self.status is None:
+            return False
+        wanted = routes.table.generation
+        return self.routes_generation != wanted and self.routes_acked != wanted
+
+    async def _routes_loop(self) -> None:
+        backoff = Backoff(PUSH_RETRY_MIN_S, PUSH_RETRY_MAX_S)
+        while not self._closed:
+            await self._routes_wanted.wait()
+            self._routes_wanted.clear()
+            request = self.routes
+            if request is None or not self.connected or self._stub is None:
+                continue
+            if self.distrust or self.revoked or not self._routes_behind():
+                continue
+            try:
+                reply = await self._stub.ApplyRoutes(request, timeout=PUSH_TIMEOUT_S)
+            except grpc.aio.AioRpcError as exc:
+                if not self._routes_failed(exc, request.table.generation):
+                    await backoff.wait()
+                    self._routes_wanted.set()
+                continue
+            backoff.reset()
+            self.routes_error = ""
+            self.routes_acked = reply.generation
+
+    def _routes_failed(self, error: grpc.aio.AioRpcError, generation: int) -> bool:
+        """Note a failed push; True when retrying the same table cannot help."""
+        self.routes_error = _describe(error)
+        log.warning(
+            "pushing the routing table failed",
+            extra={"node": self.node_id, "generation": generation, "error": self.routes_error},
+        )
+        if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+            # The node holds a newer table (e.g. this controller's store came from a
+            # backup): the table is numbered anew above the node's.
+            self.routes_refused = generation
+            self._on_status(self, True)
+            return True
+        # A table the node calls invalid, or a node without a gateway (an older one):
+        # the next table is tried when there is one.
+        return error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNIMPLEMENTED)
 
 
 def _essence(status: node_pb2.NodeStatus) -> tuple[object, ...]:

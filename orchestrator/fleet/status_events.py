@@ -1,10 +1,12 @@
-"""Events for what a node reports changing: a model or agent becoming ready, failing, going."""
+"""Events for what a node reports changing: a model or agent becoming ready, failing, going,
+and a draining node becoming empty."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from edgefleet.v1 import common_pb2, node_pb2
+from edgefleet_contract.desired import NodeDesired
 from orchestrator.events import Severity
 
 
@@ -80,3 +82,13 @@ def status_events(
         for name in sorted(gone)
     ]
     return found
+
+
+def is_empty(status: node_pb2.NodeStatus, desired: NodeDesired | None) -> bool:
+    """Whether the node runs nothing, as it reports, and is meant to run nothing: its
+    assignment (when it has one) is empty and it has enacted it."""
+    if status.models or status.agents:
+        return False
+    if desired is None:
+        return True
+    return not desired.models and not desired.agents and status.generation == desired.generation

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from importlib.metadata import entry_points
 
+from edgefleet_contract.units import parse_duration, parse_percent
 from orchestrator.manifest.diagnostics import Diagnostic, DocPath
 from orchestrator.manifest.document import (
     AgentDecl,
@@ -16,7 +17,6 @@ from orchestrator.manifest.document import (
 )
 from orchestrator.manifest.hints import did_you_mean
 from orchestrator.manifest.normalize import agent_model_on_node, default_model
-from orchestrator.manifest.units import parse_duration, parse_percent
 from orchestrator.manifest.yaml_source import LocatedDocument
 
 BUILTIN_TOOLS = frozenset({"database", "calendar", "email", "time"})

@@ -11,9 +11,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgefleet_contract.routing import Strategy
+
 DeploymentType = Literal["single-device", "distributed-edge"]
 FailoverMode = Literal["automatic", "manual", "none"]
-Strategy = Literal["round-robin", "least-outstanding", "peak-ewma"]
 ModelRole = Literal["primary", "secondary"]
 
 LOCAL_NODE = "local"

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from pydantic import PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from orchestrator.manifest.units import DURATION_PATTERN, PERCENT_PATTERN, SIZE_PATTERN
+from edgefleet_contract.units import DURATION_PATTERN, PERCENT_PATTERN, SIZE_PATTERN
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 LABEL_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,127})$"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from edgefleet_contract.units import parse_duration, parse_percent, parse_size
 from orchestrator.manifest.desired import (
     AgentSpec,
     CoordinationSpec,
@@ -21,7 +22,6 @@ from orchestrator.manifest.document import (
     Resources,
     SingleDevice,
 )
-from orchestrator.manifest.units import parse_duration, parse_percent, parse_size
 
 
 def default_model(models: list[ModelDecl], among: list[str] | None = None) -> str | None:

@@ -15,6 +15,7 @@ from orchestrator.scheduler.model import (
     Plan,
     PlanStep,
     Schedule,
+    Status,
     StepAction,
     Unplaced,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "PlanStep",
     "Reasons",
     "Schedule",
+    "Status",
     "StepAction",
     "Unplaced",
     "Why",

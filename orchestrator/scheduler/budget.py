@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from node_agent.desired import NodeLimits
+from edgefleet_contract.desired import NodeLimits
+from edgefleet_contract.units import format_size
 from orchestrator.manifest.desired import ResourceLimits
-from orchestrator.manifest.units import format_size
 
 
 def combine_limits(resources: Sequence[ResourceLimits]) -> NodeLimits:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from edgefleet_contract.units import format_size
 from orchestrator.manifest.desired import DesiredState, ModelSpec
-from orchestrator.manifest.units import format_size
 
 _COMPARED = ("runtime", "source", "memory_bytes")
 """What makes two declarations of one alias different models. A detail only one of them

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from node_agent.desired import AgentWant, ModelWant, NodeDesired
+from edgefleet_contract.desired import AgentWant, ModelWant, NodeDesired
 from orchestrator.scheduler.model import Assignment, PlanStep, StepAction
 from orchestrator.scheduler.workloads import Kind
 

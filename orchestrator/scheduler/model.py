@@ -11,9 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from node_agent.desired import NodeDesired
+from edgefleet_contract.desired import NodeDesired
 
 NodeState = Literal["ready", "suspect", "not-ready", "untrusted", "draining"]
+Status = NodeState | Literal["absent"]
+"""A node's state as the scheduler reads it, or `absent`: named somewhere (a manifest, a
+cordon) but not heard from."""
 StepAction = Literal[
     "load-model", "unload-model", "evict-model", "start-agent", "stop-agent", "update-agent"
 ]
@@ -24,7 +27,8 @@ class NodeView:
     """A node as the scheduler sees it."""
 
     id: str
-    state: NodeState
+    state: Status
+    """`absent` is the same as leaving the node out of the list, but for `cordoned`."""
     memory_total_bytes: int = 0
     """0: unknown (the node has not reported yet); budgets then cannot be checked."""
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -32,6 +36,9 @@ class NodeView:
     """Models the node reports ready (used to prefer nodes that have a model already)."""
     ready_agents: frozenset[str] = frozenset()
     """Agents the node reports ready (used to fail back without a gap in service)."""
+    cordoned: bool = False
+    """No new replica goes there, neither spread nor pinned; what runs there stays (unless
+    the node is `draining`, which moves it)."""
 
 
 Assignment = Mapping[str, NodeDesired]

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from node_agent.desired import AgentWant, ModelWant, NodeLimits
+from edgefleet_contract.desired import AgentWant, ModelWant, NodeLimits
 from orchestrator.manifest.desired import (
     AgentSpec,
     DesiredState,

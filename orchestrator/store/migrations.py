@@ -140,4 +140,34 @@ _TRUST = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_CORE, _EVENTS, _TRUST)
+_MAINTENANCE = Migration(
+    summary="cordoned and draining nodes",
+    statements=(
+        """
+        CREATE TABLE node_marks (
+            node_id TEXT PRIMARY KEY,
+            mark TEXT NOT NULL CHECK (mark IN ('cordoned', 'draining')),
+            reason TEXT NOT NULL,
+            since REAL NOT NULL,
+            drained_at REAL
+        ) STRICT
+        """,
+    ),
+)
+
+_ROUTES = Migration(
+    summary="routing table generation",
+    statements=(
+        # One row: the generation of the last routing table made, and what it said.
+        """
+        CREATE TABLE routes (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            generation INTEGER NOT NULL CHECK (generation >= 0),
+            content_key TEXT NOT NULL
+        ) STRICT
+        """,
+        "INSERT INTO routes (id, generation, content_key) VALUES (1, 0, '')",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_CORE, _EVENTS, _TRUST, _MAINTENANCE, _ROUTES)

@@ -12,13 +12,16 @@ from edgefleet_common.cluster import DEFAULT_CLUSTER
 from orchestrator.store import assignment as _assignment
 from orchestrator.store import credentials as _credentials
 from orchestrator.store import events as _events
+from orchestrator.store import node_marks as _marks
 from orchestrator.store import nodes as _nodes
 from orchestrator.store import revisions as _revisions
+from orchestrator.store import routes as _routes
 from orchestrator.store import settings as _settings
 from orchestrator.store.assignment import NodeAssignment
 from orchestrator.store.credentials import CredentialKind, CredentialRow
 from orchestrator.store.database import Database, StoreError, Synchronous
 from orchestrator.store.events import DEFAULT_MAX_EVENTS, EventRow, Severity
+from orchestrator.store.node_marks import Mark, NodeMarkRow
 from orchestrator.store.nodes import DiscoveredBy, NodeRow
 from orchestrator.store.revisions import DeploymentRow, Revision
 
@@ -215,6 +218,20 @@ class Store:
         with self._db.write() as conn:
             return _assignment.raise_generation_floor(conn, floor)
 
+    # Routing table
+
+    def routes_generation(self) -> int:
+        """The generation of the last routing table made (0: none yet)."""
+        with self._db.read() as conn:
+            return _routes.routes_generation(conn)[0]
+
+    def number_routes(self, content_key: str, *, floor: int = 0) -> int:
+        """The generation of a routing table with this content: unchanged for the same
+        content (when at least `floor`), else one above the last and above `floor` (what
+        a node reports holding)."""
+        with self._db.write() as conn:
+            return _routes.number_routes(conn, content_key, floor=floor)
+
     # Nodes
 
     def upsert_node(
@@ -251,6 +268,28 @@ class Store:
         with self._db.write() as conn:
             known = _nodes.forget_node(conn, node_id)
             return _assignment.clear_assignment(conn, node_id) or known
+
+    # Cordoned and draining nodes
+
+    def mark_node(self, node_id: str, mark: Mark, *, reason: str = "") -> NodeMarkRow:
+        """Cordon a node or drain it (replacing an earlier mark)."""
+        with self._db.write() as conn:
+            return _marks.set_mark(conn, node_id, mark, reason=reason, now=self._clock())
+
+    def mark_drained(self, node_id: str) -> NodeMarkRow | None:
+        """Note that a draining node is empty; None when it is not draining."""
+        with self._db.write() as conn:
+            return _marks.set_drained(conn, node_id, now=self._clock())
+
+    def unmark_node(self, node_id: str) -> bool:
+        """Uncordon a node; False when it was neither cordoned nor draining."""
+        with self._db.write() as conn:
+            return _marks.clear_mark(conn, node_id)
+
+    def node_marks(self) -> dict[str, NodeMarkRow]:
+        """Every cordoned or draining node, by id."""
+        with self._db.read() as conn:
+            return _marks.marks(conn)
 
     # Events
 

@@ -9,7 +9,7 @@ import grpc
 
 from edgefleet.v1 import controller_pb2
 from edgefleet_common.grpc_errors import StatusError
-from node_agent.wire import timestamp
+from edgefleet_contract.wire import timestamp
 from orchestrator.events import EventLog
 from orchestrator.fleet.fleet import Fleet
 from orchestrator.store.credentials import CredentialKind, CredentialRow

@@ -9,30 +9,22 @@ guess). Checks compare digests in constant time. API keys look like
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import re
 import secrets
 import time
 from collections.abc import Callable
 
 from edgefleet_common.join_token import JoinToken, TokenFormatError, split_credential
+from edgefleet_contract.api_keys import ApiKey, MalformedApiKey, parse_api_key, secret_digest
 from orchestrator.store import Store
 from orchestrator.store.credentials import CredentialKind, CredentialRow
 
-API_KEY_PREFIX = "efk_"
-_API_KEY = re.compile(r"efk_(?P<id>[0-9a-f]{8})_(?P<secret>[0-9a-f]{48})")
 USED_WRITE_INTERVAL_S = 60.0
 """`last_used_at` is written at most this often per credential (not on every request)."""
 
 
 class CredentialRejected(Exception):
     """A token or key that does not admit its holder; the message never holds the secret."""
-
-
-def digest(secret: str) -> str:
-    """SHA-256 of a secret, hex."""
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 class CredentialBook:
@@ -57,12 +49,12 @@ class CredentialBook:
             token = JoinToken.new(self._fingerprint)
             credential_id, secret, shown = token.token_id, token.secret, str(token)
         else:
-            credential_id, secret = secrets.token_hex(4), secrets.token_hex(24)
-            shown = f"{API_KEY_PREFIX}{credential_id}_{secret}"
+            key = ApiKey(secrets.token_hex(4), secrets.token_hex(24))
+            credential_id, secret, shown = key.key_id, key.secret, str(key)
         row = self._store.add_credential(
             kind,
             credential_id,
-            secret_sha256=digest(secret),
+            secret_sha256=secret_digest(secret),
             description=description,
             expires_at=expires,
         )
@@ -86,14 +78,15 @@ class CredentialBook:
 
     def check_api_key(self, key: str) -> CredentialRow:
         """The API key record for `key` (CredentialRejected if it admits nobody)."""
-        found = _API_KEY.fullmatch(key)
-        if found is None:
-            raise CredentialRejected(f"an API key looks like {API_KEY_PREFIX}<id>_<secret>")
-        return self._check("api-key", found["id"], found["secret"])
+        try:
+            parsed = parse_api_key(key)
+        except MalformedApiKey as exc:
+            raise CredentialRejected(str(exc)) from None
+        return self._check("api-key", parsed.key_id, parsed.secret)
 
     def _check(self, kind: CredentialKind, credential_id: str, secret: str) -> CredentialRow:
         row = self._store.credential(kind, credential_id)
-        if row is None or not hmac.compare_digest(row.secret_sha256, digest(secret)):
+        if row is None or not hmac.compare_digest(row.secret_sha256, secret_digest(secret)):
             raise CredentialRejected(f"unknown {kind.replace('-', ' ')}")
         now = self._clock()
         why = row.usable(now)

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from edgefleet.v1 import trust_pb2, trust_pb2_grpc
 from edgefleet_common.grpc_errors import Ctx, ErrorMapping, StatusError
 from edgefleet_common.pki import PkiError, load_cert, load_csr, node_id_of, now, valid_node_id
-from node_agent.wire import timestamp
+from edgefleet_contract.wire import timestamp
 from orchestrator.events import EventLog
 from orchestrator.store import Store
 from orchestrator.trust.ca import ClusterCa, IssuedCert

@@ -3,7 +3,7 @@
 avahi runs inside one host with a private `/run` (tmpfs in its own mount
 namespace) and its own system D-Bus, configured from a file in the test's temp
 dir; its command-line tools join that mount namespace with `nsenter`. The node
-side is `node_agent.mdns` in peer processes (see tests/unit/test_mdns_loopback.py).
+side is `edgefleet_contract.node_advert` in peer processes (see tests/unit/test_mdns_loopback.py).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ It is not the controller: it holds a canned, realistic fleet (three nodes, the
 `distributed-edge` deployment half rolled out), keeps revisions in memory,
 computes a naive plan from a manifest (each node loads its models and starts
 its agents), validates manifests with the real loader (so INVALID_ARGUMENT
-carries the same rendered diagnostics the controller sends), records every
+carries the same rendered diagnostics the controller sends), keeps node marks
+(cordoned, draining) and answers drain progress from a script, records every
 request, and serves sync gRPC on 127.0.0.1 on a free port.
 """
 
@@ -57,6 +58,8 @@ def canned_nodes() -> list[controller_pb2.NodeView]:
             state_since=ago(600),
             generation=3,
             observed_generation=3,
+            routes_generation=7,
+            routes_reported=True,
             capacity=common_pb2.Capacity(
                 cpu_count=4, memory_total_bytes=16 * GiB, memory_available_bytes=9 * GiB
             ),
@@ -98,6 +101,8 @@ def canned_nodes() -> list[controller_pb2.NodeView]:
             last_heartbeat=ago(2),
             generation=3,
             observed_generation=2,
+            routes_generation=5,
+            routes_reported=True,
             capacity=common_pb2.Capacity(cpu_count=2, memory_total_bytes=8 * GiB),
             load=common_pb2.NodeLoad(memory_used_bytes=0),
             models=[
@@ -256,6 +261,36 @@ def canned_events() -> list[controller_pb2.Event]:
     ]
 
 
+def drain_step(
+    *items: tuple[str, str, str, str, str],
+    drained: bool = False,
+    mark: str = "draining",
+    waiting: str = "",
+) -> controller_pb2.DrainProgress:
+    """Drain progress of edge-1: items as (kind, name, state, "node:state,…", blocked)."""
+    return controller_pb2.DrainProgress(
+        node_id="edge-1",
+        state=NodeState.NODE_STATE_DRAINING,
+        mark=mark,
+        drained=drained,
+        waiting=waiting,
+        items=[
+            controller_pb2.DrainItem(
+                kind=kind,
+                name=name,
+                state=state,
+                blocked=blocked,
+                targets=[
+                    controller_pb2.DrainTarget(node_id=t.split(":")[0], state=t.split(":")[1])
+                    for t in targets.split(",")
+                    if t
+                ],
+            )
+            for kind, name, state, targets, blocked in items
+        ],
+    )
+
+
 def canned_status(**state: Any) -> controller_pb2.ClusterStatus:
     """GetStatus of the canned fleet (`rolled_out=True`: everything ready)."""
     agents = canned_agents(rolled_out=bool(state.get("rolled_out")))
@@ -263,6 +298,7 @@ def canned_status(**state: Any) -> controller_pb2.ClusterStatus:
         controller_id="ctl-test",
         version="0.1.0",
         gateway_url="http://127.0.0.1:8080/v1",
+        routes_generation=7,
         deployments=[
             controller_pb2.DeploymentView(
                 name="distributed-edge",
@@ -287,6 +323,54 @@ def canned_status(**state: Any) -> controller_pb2.ClusterStatus:
         agents=agents,
         models=canned_models(**state),
         events=canned_events()[-3:],
+    )
+
+
+def canned_endpoints() -> controller_pb2.ListEndpointsResponse:
+    """The controller's gateway and the canned nodes': edge-1 on the current routing table
+    (7), edge-2 behind (5), edge-3 never said which (its URL from its mDNS advert)."""
+    endpoint = controller_pb2.Endpoint
+    return controller_pb2.ListEndpointsResponse(
+        routes_generation=7,
+        endpoints=[
+            endpoint(
+                name="controller",
+                kind="controller",
+                url="http://127.0.0.1:8080/v1",
+                url_source="controller",
+                state="ready",
+                routes_generation=7,
+                routes_reported=True,
+            ),
+            endpoint(
+                name="edge-1",
+                kind="node",
+                url="https://10.0.0.11:7480/v1",
+                url_source="node-info",
+                state="ready",
+                routes_generation=7,
+                routes_reported=True,
+                address="10.0.0.11:7441",
+            ),
+            endpoint(
+                name="edge-2",
+                kind="node",
+                url="https://10.0.0.12:7480/v1",
+                url_source="node-info",
+                state="ready",
+                routes_generation=5,
+                routes_reported=True,
+                address="10.0.0.12:7441",
+            ),
+            endpoint(
+                name="edge-3",
+                kind="node",
+                url="https://10.0.0.13:7480/v1",
+                url_source="mdns",
+                state="not-ready",
+                address="10.0.0.13:7441",
+            ),
+        ],
     )
 
 
@@ -361,6 +445,10 @@ class FakeControllerApi(controller_pb2_grpc.ControllerServiceServicer):
         self.chat_chunks: list[node_pb2.InvokeAgentChunk] = default_chat()
         self.refuse: dict[str, tuple[grpc.StatusCode, str]] = {}
         """Methods that fail with this status and message instead of answering."""
+        self.marks: dict[str, str] = {}
+        """Node id -> `cordoned` or `draining`, as the maintenance calls left them."""
+        self.drain_script: list[controller_pb2.DrainProgress] = []
+        """GetDrainProgress answers in turn; the last repeats. Empty: drained at once."""
         self.address = ""
         self._stopping = threading.Event()
 
@@ -545,16 +633,80 @@ class FakeControllerApi(controller_pb2_grpc.ControllerServiceServicer):
 
     def GetStatus(self, request: Any, context: Any) -> controller_pb2.ClusterStatus:
         self._record("GetStatus", request, context)
+        if not self.status_script:
+            status = canned_status()
+            del status.nodes[:]
+            status.nodes.extend(self._nodes())
+            return status
         with self.lock:
-            if not self.status_script:
-                return canned_status()
             return (
                 self.status_script.pop(0) if len(self.status_script) > 1 else self.status_script[0]
             )
 
     def ListNodes(self, request: Any, context: Any) -> controller_pb2.ListNodesResponse:
         self._record("ListNodes", request, context)
-        return controller_pb2.ListNodesResponse(nodes=canned_nodes())
+        return controller_pb2.ListNodesResponse(nodes=self._nodes())
+
+    def ListEndpoints(self, request: Any, context: Any) -> controller_pb2.ListEndpointsResponse:
+        self._record("ListEndpoints", request, context)
+        return canned_endpoints()
+
+    def _nodes(self) -> list[controller_pb2.NodeView]:
+        """The canned nodes with their marks (a ready draining node is `draining`)."""
+        nodes = canned_nodes()
+        with self.lock:
+            for node in nodes:
+                node.mark = self.marks.get(node.id, "")
+                if node.mark == "draining" and node.state == NodeState.NODE_STATE_READY:
+                    node.state = NodeState.NODE_STATE_DRAINING
+                if node.mark:
+                    node.marked_at.CopyFrom(ago(60))
+        return nodes
+
+    def _maintain(
+        self, method: str, request: Any, context: Any, mark: str
+    ) -> controller_pb2.NodeMaintenanceResponse:
+        """Cordon (`cordoned`), drain (`draining`) or uncordon (``) a canned node."""
+        self._record(method, request, context)
+        known = [n.id for n in canned_nodes()]
+        if request.node_id not in known:
+            context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"no node named `{request.node_id}`; nodes: {', '.join(known)}",
+            )
+        with self.lock:
+            before = self.marks.get(request.node_id, "")
+            # Draining includes cordoned: cordoning a draining node changes nothing.
+            changed = before != mark and not (mark == "cordoned" and before == "draining")
+            if changed and mark:
+                self.marks[request.node_id] = mark
+            elif changed:
+                del self.marks[request.node_id]
+        node = next(n for n in self._nodes() if n.id == request.node_id)
+        return controller_pb2.NodeMaintenanceResponse(changed=changed, node=node)
+
+    def CordonNode(self, request: Any, context: Any) -> controller_pb2.NodeMaintenanceResponse:
+        return self._maintain("CordonNode", request, context, "cordoned")
+
+    def DrainNode(self, request: Any, context: Any) -> controller_pb2.NodeMaintenanceResponse:
+        return self._maintain("DrainNode", request, context, "draining")
+
+    def UncordonNode(self, request: Any, context: Any) -> controller_pb2.NodeMaintenanceResponse:
+        return self._maintain("UncordonNode", request, context, "")
+
+    def GetDrainProgress(self, request: Any, context: Any) -> controller_pb2.DrainProgress:
+        self._record("GetDrainProgress", request, context)
+        if request.node_id not in {n.id for n in canned_nodes()}:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no node named `{request.node_id}`")
+        with self.lock:
+            if not self.drain_script:
+                mark = self.marks.get(request.node_id, "")
+                return controller_pb2.DrainProgress(
+                    node_id=request.node_id, mark=mark, drained=mark == "draining"
+                )
+            if len(self.drain_script) > 1:
+                return self.drain_script.pop(0)
+            return self.drain_script[0]
 
     def ListAgents(self, request: Any, context: Any) -> controller_pb2.ListAgentsResponse:
         self._record("ListAgents", request, context)

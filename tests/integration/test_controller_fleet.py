@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from edgefleet_common.ports import free_port
-from tests.conftest import MANIFESTS, SEED_MANIFESTS
+from tests.conftest import MANIFESTS
 from tests.integration.controller_process import (
     ControllerProcess,
     describe,
@@ -52,7 +52,8 @@ SEED_AGENTS = {
     "documentation": "edge-2",
 }
 READY = "AGENT_STATE_READY"
-SEED_DISTRIBUTED = SEED_MANIFESTS / "distributed-edge.yaml"
+SEED_DISTRIBUTED = MANIFESTS / "distributed-edge.yaml"
+"""The project's copy of the distributed seed shape (compared with the seed in the unit tests)."""
 
 
 @pytest.fixture
@@ -304,7 +305,7 @@ def test_up_runs_the_single_device_seed_until_interrupted(tmp_path: Path, catalo
     address = f"127.0.0.1:{free_port()}"
     argv = [
         sys.executable, "-m", "orchestrator.cli.main", "up",
-        "-f", str(SEED_MANIFESTS / "single-device.yaml"),
+        "-f", str(MANIFESTS / "single-device.yaml"),
         "--catalog", str(catalog),
         "--data-dir", str(tmp_path / "up"),
         "--listen", address,

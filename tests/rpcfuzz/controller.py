@@ -2,7 +2,8 @@
 
 Manifests are built as documents and spoiled in one place (a hostile value, a
 missing or unknown key, a duplicate item) or as text (cut, flipped, YAML bombs).
-None names a node address: the controller must dial nobody.
+None names a node address: the controller must dial nobody. A distributed manifest
+names node edge-a, which the maintenance calls (cordon, drain, uncordon) may then mark.
 """
 
 from __future__ import annotations
@@ -37,11 +38,18 @@ _ALLOWED = {
     "ListNodes": {_C.OK},
     "ListAgents": {_C.OK},
     "ListModels": {_C.OK},
+    "ListEndpoints": {_C.OK},
     "WatchEvents": {_C.OK},
     # No node serves anything: the router's documented answer is UNAVAILABLE (no ready
     # replica).
     "Chat": {_C.NOT_FOUND, _C.UNAVAILABLE},
+    # A node a deployment names (edge-a) is known; any other is NOT_FOUND.
+    "CordonNode": {_C.OK, _C.NOT_FOUND},
+    "DrainNode": {_C.OK, _C.NOT_FOUND},
+    "UncordonNode": {_C.OK, _C.NOT_FOUND},
+    "GetDrainProgress": {_C.OK, _C.NOT_FOUND},
 }
+MAINTENANCE = frozenset({"CordonNode", "DrainNode", "UncordonNode"})
 YAML_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
     f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
@@ -142,9 +150,11 @@ class ControllerApi:
     """ControllerService for the runner; follows the deployments the controller stores."""
 
     service = controller_pb2.DESCRIPTOR.services_by_name["ControllerService"]
-    serial = frozenset({"Apply", "Delete", "Rollback"})
+    serial = frozenset({"Apply", "Delete", "Rollback", *MAINTENANCE})
     deployments: dict[str, int] = field(default_factory=dict)
     """Deployment name -> its current revision number, as the accepted requests left them."""
+    marks: dict[str, str] = field(default_factory=dict)
+    """Node id -> `cordoned` or `draining`, as the accepted maintenance requests left them."""
 
     def allowed(self, method: str) -> frozenset[str]:
         """Status codes the method may answer with."""
@@ -183,6 +193,12 @@ class ControllerApi:
             return controller_pb2.WatchEventsRequest(limit=5)
         if method == "GetStatus":
             return controller_pb2.GetStatusRequest(events=3)
+        if method in MAINTENANCE:
+            return controller_pb2.NodeMaintenanceRequest(node_id=rng.choice(NODES), reason="fuzz")
+        if method == "GetDrainProgress":
+            return controller_pb2.GetDrainProgressRequest(node_id=rng.choice(NODES))
+        if method == "ListEndpoints":
+            return controller_pb2.ListEndpointsRequest()
         return controller_pb2.ListNodesRequest()
 
     def structured(self, method: str, hostile: Hostile, progress: float) -> Message | None:
@@ -218,6 +234,12 @@ class ControllerApi:
                 limit=rng.choice([*U32, 0, 0]),
                 object=rng.choice(["", f"deployment/{name}", hostile.text()]),
             )
+        if method in MAINTENANCE or method == "GetDrainProgress":
+            node = rng.choice([*NODES, *NODES, "", "x" * 64, hostile.text()])
+            if method == "GetDrainProgress":
+                return controller_pb2.GetDrainProgressRequest(node_id=node)
+            reason = rng.choice(["", "fuzz", "r" * 201, hostile.text()])
+            return controller_pb2.NodeMaintenanceRequest(node_id=node, reason=reason)
         if method == "Chat":
             request = controller_pb2.ChatRequest(agent=rng.choice([*AGENTS, hostile.text()]))
             for _ in range(rng.choice([0, 1, 2])):
@@ -243,8 +265,16 @@ class ControllerApi:
         return message
 
     def observe(self, outcome: Outcome) -> None:
-        """Follow the deployments that accepted requests stored, changed or deleted."""
+        """Follow the deployments that accepted requests stored, changed or deleted, and the
+        nodes they cordoned, drained or uncordoned."""
         method, payload = outcome.case.method.name, outcome.case.payload
+        if method in MAINTENANCE:
+            node = controller_pb2.NodeMaintenanceResponse.FromString(outcome.responses[0]).node
+            if node.mark:
+                self.marks[node.id] = node.mark
+            else:
+                self.marks.pop(node.id, None)
+            return
         if method == "Delete":
             deleted = controller_pb2.DeleteResponse.FromString(outcome.responses[0]).deleted
             if deleted:

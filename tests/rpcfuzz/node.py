@@ -23,22 +23,27 @@ MODELS = ("fuzz-a", "fuzz-b", "fuzz-c")
 AGENTS = ("helper", "planner")
 TOOLS = ("time", "database", "calendar", "email")
 ROLES = ("system", "developer", "user", "assistant", "tool")
-NAMES = (*MODELS, *AGENTS, *TOOLS, *ROLES)
+NODES = ("peer-a", "peer-b")
+"""Peers a routing table names (nothing listens at their addresses)."""
+STRATEGIES = ("round-robin", "least-outstanding", "peak-ewma", "")
+NAMES = (*MODELS, *AGENTS, *TOOLS, *ROLES, *NODES, *STRATEGIES)
 LATE = 0.9
-"""Past this share of its cases, ApplyState also tries the largest generations (which leave
-no room for a newer one)."""
+"""Past this share of its cases, ApplyState and ApplyRoutes also try the largest generations
+(which leave no room for a newer one)."""
+SERIAL = ("ApplyState", "ApplyRoutes")
 
 _C = grpc.StatusCode
 _ANY = frozenset({_C.INVALID_ARGUMENT.name, _C.RESOURCE_EXHAUSTED.name})
 _ALLOWED = {
     "GetInfo": {_C.OK},
     "ApplyState": {_C.OK, _C.FAILED_PRECONDITION},
+    "ApplyRoutes": {_C.OK, _C.FAILED_PRECONDITION},
     "WatchStatus": {_C.OK},
     # No model can load, so no agent or model call succeeds: UNAVAILABLE is the node's
     # documented answer for a model that failed or is not ready (RuntimeUnavailable).
     "InvokeAgent": {_C.NOT_FOUND, _C.FAILED_PRECONDITION, _C.UNAVAILABLE},
     "InvokeAgentUnary": {_C.NOT_FOUND, _C.FAILED_PRECONDITION, _C.UNAVAILABLE},
-    "ProxyModel": {_C.NOT_FOUND, _C.UNAVAILABLE},
+    "ProxyModel": {_C.NOT_FOUND, _C.FAILED_PRECONDITION, _C.UNAVAILABLE},
     "LoadModel": {_C.OK, _C.NOT_FOUND},
     "UnloadModel": {_C.OK, _C.NOT_FOUND, _C.UNAVAILABLE},
 }
@@ -62,13 +67,18 @@ def _no_file(text: str) -> str:
 
 @dataclass
 class NodeApi:
-    """NodeService for the runner; follows the generation and state the node accepted."""
+    """NodeService for the runner; follows the generation and state the node accepted, and
+    its routing table."""
 
     service = node_pb2.DESCRIPTOR.services_by_name["NodeService"]
-    serial = frozenset({"ApplyState"})
+    serial = frozenset(SERIAL)
     generation: int = 0
     """The newest generation the node accepted."""
     accepted: node_pb2.ApplyStateRequest | None = None
+    """The request that brought it."""
+    routes_generation: int = 0
+    """The newest routing table the node accepted."""
+    routes: node_pb2.ApplyRoutesRequest | None = None
     """The request that brought it."""
 
     def allowed(self, method: str) -> frozenset[str]:
@@ -90,6 +100,10 @@ class NodeApi:
                 controller_id="fuzz",
                 state=node_pb2.NodeDesiredState(models=models, agents=agents),
             )
+        if method == "ApplyRoutes":
+            return node_pb2.ApplyRoutesRequest(
+                table=self._table(min(self.routes_generation + 1, U64[-1]))
+            )
         if method in ("InvokeAgent", "InvokeAgentUnary"):
             return node_pb2.InvokeAgentRequest(
                 agent=rng.choice(AGENTS),
@@ -110,6 +124,8 @@ class NodeApi:
         """A request with hostile values in the places the node looks at."""
         if method == "ApplyState":
             return self._apply(hostile, progress)
+        if method == "ApplyRoutes":
+            return self._routes(hostile, progress)
         if method in ("InvokeAgent", "InvokeAgentUnary"):
             return self._invoke(hostile)
         if method == "ProxyModel":
@@ -117,6 +133,7 @@ class NodeApi:
                 model=_maybe(hostile, hostile.rng.choice(MODELS), 0.4),
                 body=hostile.data(),
                 request_id=_maybe(hostile, "", 0.3),
+                generation=hostile.rng.choice([0, 0, self.generation, *U64]),
             )
         if method in ("LoadModel", "UnloadModel"):
             return node_pb2.LoadModelRequest(alias=_maybe(hostile, hostile.rng.choice(MODELS), 0.4))
@@ -146,21 +163,73 @@ class NodeApi:
             request.ClearField("state")
         return request
 
-    def _generation(self, hostile: Hostile, progress: float) -> int:
-        return min(self._pick_generation(hostile, progress), U64[-1])
+    def _generation(self, hostile: Hostile, progress: float, current: int | None = None) -> int:
+        """A generation near `current` (the state's by default), the largest only late."""
+        base = self.generation if current is None else current
+        return min(self._pick_generation(hostile, progress, base), U64[-1])
 
-    def _pick_generation(self, hostile: Hostile, progress: float) -> int:
+    def _pick_generation(self, hostile: Hostile, progress: float, base: int) -> int:
         rng, pick = hostile.rng, hostile.rng.random()
         if pick < 0.7:
-            return self.generation + 1
+            return base + 1
         if pick < 0.8:
-            return self.generation
+            return base
         if pick < 0.85:
-            return max(self.generation - 1, 0)
+            return max(base - 1, 0)
         if pick < 0.9:
             return 0
         extremes = U64 if progress > LATE else [g for g in U64 if g < 2**40]
-        return self.generation + rng.randrange(2, 1000) if pick < 0.95 else rng.choice(extremes)
+        return base + rng.randrange(2, 1000) if pick < 0.95 else rng.choice(extremes)
+
+    def _table(self, generation: int) -> node_pb2.RoutingTable:
+        """A valid routing table: the node's agent and models on two peers."""
+        replicas = [
+            node_pb2.RouteReplica(node_id=n, address=f"127.0.0.1:{9 + i}", generation=1)
+            for i, n in enumerate(NODES)
+        ]
+        return node_pb2.RoutingTable(
+            generation=generation,
+            controller_id="fuzz",
+            deployments=[
+                node_pb2.DeploymentRoutes(
+                    name="fuzz",
+                    distributed=True,
+                    strategy="peak-ewma",
+                    agents=[node_pb2.AgentRoute(name=AGENTS[0], instructions="Answer briefly.")],
+                    models=[node_pb2.ModelRoute(alias=MODELS[0], tasks=["chat"], primary=True)],
+                )
+            ],
+            targets=[
+                node_pb2.TargetRoutes(name=AGENTS[0], agent=True, replicas=replicas),
+                node_pb2.TargetRoutes(name=MODELS[0], replicas=replicas[:1]),
+            ],
+            api_key_digests=["0" * 64],
+        )
+
+    def _routes(self, hostile: Hostile, progress: float) -> node_pb2.ApplyRoutesRequest:
+        """A table with hostile names, strategies, escalations, replicas and digests."""
+        rng = hostile.rng
+        table = self._table(self._generation(hostile, progress, self.routes_generation))
+        for deployment in table.deployments:
+            deployment.name = _maybe(hostile, deployment.name, 0.2)
+            deployment.strategy = _maybe(hostile, rng.choice(STRATEGIES), 0.3)
+            if rng.random() < 0.3:
+                hostile.fill(deployment.escalation)
+            if rng.random() < 0.2:
+                hostile.fill(deployment.agents.add())
+        for target in table.targets:
+            target.name = _maybe(hostile, target.name, 0.2)
+            for replica in target.replicas:
+                replica.node_id = _maybe(hostile, replica.node_id, 0.2)
+                replica.address = _maybe(hostile, replica.address, 0.2)
+                replica.generation = rng.choice([0, 1, *U64]) if rng.random() < 0.2 else 1
+        if rng.random() < 0.2:
+            hostile.fill(table.targets.add())
+        if rng.random() < 0.2:
+            table.api_key_digests.extend(hostile.text() for _ in range(rng.choice([1, 2, 50])))
+        if rng.random() < 0.05:
+            return node_pb2.ApplyRoutesRequest()  # no table at all
+        return node_pb2.ApplyRoutesRequest(table=table)
 
     def _model(self, hostile: Hostile, alias: str) -> common_pb2.ModelSpec:
         rng = hostile.rng
@@ -214,13 +283,23 @@ class NodeApi:
         )
 
     def tame(self, method: str, message: Message, hostile: Hostile, progress: float) -> Message:
-        """An ApplyState's generation as for structured ones (the largest only late)."""
+        """An ApplyState's or ApplyRoutes' generation as for structured ones (the largest
+        only late)."""
         if isinstance(message, node_pb2.ApplyStateRequest) and hostile.rng.random() < 0.8:
             message.generation = self._generation(hostile, progress)
+        if isinstance(message, node_pb2.ApplyRoutesRequest) and hostile.rng.random() < 0.8:
+            message.table.generation = self._generation(hostile, progress, self.routes_generation)
         return message
 
     def observe(self, outcome: Outcome) -> None:
-        """Follow the accepted applies."""
+        """Follow the accepted applies of states and routing tables."""
+        if outcome.case.method.name == "ApplyRoutes":
+            routes = node_pb2.ApplyRoutesRequest.FromString(outcome.case.payload)
+            answer = node_pb2.ApplyRoutesResponse.FromString(outcome.responses[0])
+            assert answer.generation == routes.table.generation, (routes.table.generation, answer)
+            if routes.table.generation > self.routes_generation:
+                self.routes_generation, self.routes = routes.table.generation, routes
+            return
         request = node_pb2.ApplyStateRequest.FromString(outcome.case.payload)
         response = node_pb2.ApplyStateResponse.FromString(outcome.responses[0])
         assert response.generation == request.generation, (request.generation, response)

@@ -12,16 +12,16 @@ from typing import Any, TypeVar
 import pytest
 
 from edgefleet.v1 import common_pb2
-from node_agent.agents.runner import (
-    AgentRunner,
+from node_agent.agents.run_events import (
     RunEvent,
     RunFinished,
-    RunOptions,
     TextDelta,
     ToolFinished,
     ToolRefused,
     ToolStarted,
 )
+from node_agent.agents.run_options import RunOptions
+from node_agent.agents.runner import AgentRunner
 from node_agent.errors import InvalidRequest, RuntimeUnavailable, ToolError
 from node_agent.runtimes.base import ModelEndpoint
 from node_agent.runtimes.llamacpp_compat import LlamaCppMessagePreparer
@@ -126,7 +126,13 @@ async def collect(
 
 
 def kinds(events: list[RunEvent]) -> list[str]:
-    return [type(event).__name__ for event in events]
+    """Event kinds in order; the text pieces of one stretch of reply count once."""
+    found: list[str] = []
+    for event in events:
+        kind = type(event).__name__
+        if not (kind == "TextDelta" and found and found[-1] == kind):
+            found.append(kind)
+    return found
 
 
 def reply(events: list[RunEvent]) -> str:
@@ -149,8 +155,7 @@ def test_function_results_reach_the_model_as_the_runtime_preparer_renders_them()
             Turn(calls=[Call("time_now", {"timezone": "Europe/Paris"})]),
             Turn(text="Ada's order ships at 09:30, in half an hour."),
         ]
-        # A streamed request that offers tools gets nothing back, as from llama.cpp.
-        async with ScriptedOpenAI(script, empty_stream_with_tools=True) as server:
+        async with ScriptedOpenAI(script) as server:
             runner = runner_for(server, [functions.lookup_customer(), functions.time_now()])
             events = await collect(runner)
 
@@ -184,8 +189,8 @@ def test_function_results_reach_the_model_as_the_runtime_preparer_renders_them()
             "time_now",
         ]
         assert first["tools"][0]["function"]["parameters"]["required"] == ["customer_id"]
-        # Every call that offers tools went out unstreamed.
-        assert not any(request.get("stream") for request in server.requests)
+        # Every model call streamed, tools offered or not.
+        assert all(request["stream"] is True for request in server.requests)
 
         # The follow-ups carry the call and its result in a shape llama.cpp renders:
         # the preparer ran on every request, not only the first.

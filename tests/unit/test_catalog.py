@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from edgefleet_contract.desired import ModelWant
 from node_agent.catalog import BUILTIN_MODELS, Catalog, CatalogError
-from node_agent.desired import ModelWant
 from node_agent.errors import RuntimeUnavailable, UnknownModel
 from node_agent.runtimes.base import RUNTIME_NAMES, ModelSource, RuntimeName
 from node_agent.runtimes.registry import RUNTIME_CLASSES, create_runtime

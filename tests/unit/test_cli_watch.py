@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ from orchestrator.cli import apply_command, delete_command
 from orchestrator.cli.client import Controller, resolve_address
 from orchestrator.cli.console import Consoles
 from orchestrator.cli.main import main
-from orchestrator.cli.watch import Debouncer, ManifestWatcher, watch
+from orchestrator.cli.watch import Debouncer, ManifestWatcher, interruptible, watch
 from orchestrator.manifest import LoadedManifest
 from tests.conftest import MANIFESTS
 from tests.fakes.controller_api import FakeControllerApi
@@ -243,3 +244,13 @@ def test_a_single_watched_file_stays_watched_while_an_editor_replaces_it(
     fleet.unlink()
     assert watcher.wants(fleet)
     assert not watcher.wants(folder / "quickstart.yml")
+
+
+def test_ctrl_c_interrupts_the_watch_even_when_the_process_started_ignoring_it() -> None:
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a background job starts
+    try:
+        with pytest.raises(KeyboardInterrupt), interruptible():
+            signal.raise_signal(signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN, "restored afterwards"
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -12,7 +12,9 @@ import pytest
 
 from edgefleet.v1 import controller_pb2
 from orchestrator.api import MAX_EVENT_ID, ControllerService
+from orchestrator.controller import insecure_channel
 from orchestrator.events import EventLog
+from orchestrator.fleet.fleet import Fleet
 from orchestrator.store import Store
 
 
@@ -36,14 +38,22 @@ class Context:
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[ControllerService]:
-    """The API over a store with three events; no fleet, reconciler or router is used."""
+    """The API over a store with three events and a fleet of no node; no reconciler or
+    router is used."""
     store = Store.open(tmp_path / "controller.db")
     events = EventLog(store)
     for n in range(3):
         events.record("info", "Test", f"node/n{n}", f"event {n}")
+    fleet = Fleet(
+        controller_id=store.controller_id,
+        channel_factory=insecure_channel,
+        events=events,
+        failure_timeout=lambda: 3.0,
+        on_change=lambda: None,
+    )
     unused: Any = None
     try:
-        yield ControllerService(store, unused, unused, events, unused)
+        yield ControllerService(store, fleet, unused, events, unused)
     finally:
         store.close()
 

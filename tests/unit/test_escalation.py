@@ -22,13 +22,15 @@ import pytest
 from edgefleet.v1 import common_pb2, node_pb2
 from edgefleet_common.logs import JsonFormatter
 from edgefleet_common.ports import free_port
-from node_agent.desired import AgentWant, ModelWant, NodeDesired
-from orchestrator.gateway.escalation import Escalator, endpoint_host, escalated_body
-from orchestrator.gateway.http import Request, Response
-from orchestrator.gateway.openai_api import OpenAiGateway
+from edgefleet_contract.desired import AgentWant, ModelWant, NodeDesired
+from edgefleet_dataplane.circuit import FAILURES_TO_OPEN
+from edgefleet_dataplane.escalation import Escalator, endpoint_host, escalated_body
+from edgefleet_dataplane.gateway import OpenAiGateway
+from edgefleet_dataplane.http_server import Request, Response
+from edgefleet_dataplane.router import Router
+from orchestrator.fleet.replica_directory import FleetReplicaDirectory
 from orchestrator.manifest.desired import AgentSpec, DesiredState, EscalationSpec, ModelSpec
-from orchestrator.routing.balancing import FAILURES_TO_OPEN
-from orchestrator.routing.router import Router
+from orchestrator.routing_index import routing_index
 from tests.fakes.openai_api import FakeOpenAIServer, reply_text
 
 KEY = "sk-escalation-test-5f2c9a"
@@ -133,11 +135,12 @@ class Setup:
             escalation=escalation,
         )
         fleet: Any = self
-        self.router = Router(fleet, lambda: assignment, lambda: [deployment])
+        routes = routing_index([deployment])
+        self.router = Router(FleetReplicaDirectory(fleet, lambda: assignment), lambda: routes)
         self.events = FakeEvents()
         events: Any = self.events
         self.escalator = Escalator(events, environ={KEY_ENV: KEY} if environ is None else environ)
-        self.gateway = OpenAiGateway(self.router, lambda: [deployment], self.escalator)
+        self.gateway = OpenAiGateway(self.router, lambda: routes, self.escalator)
 
     def get(self, node_id: str) -> FakeLink | None:
         return self.links.get(node_id)

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from zeroconf.asyncio import AsyncZeroconf
 
-from node_agent.mdns import Advertiser, Browser, NodeAdvert, discover, open_zeroconf
+from edgefleet_contract.node_advert import Advertiser, Browser, NodeAdvert, discover, open_zeroconf
 from tests.netlab import Proc
 
 REPO = Path(__file__).resolve().parents[2]
@@ -214,7 +214,9 @@ def test_two_advertisers_see_each_other_with_their_txt(peers: StartPeer) -> None
         seen = seen_by(proc)
         assert set(seen) == {first, second}, f"{proc.label} saw {seen}"
         for node_id, want in expected.items():
-            assert seen[node_id] == {**want, "addresses": [LOOPBACK]}
+            # No gateway beyond loopback: the TXT record names none.
+            no_gateway = {"gateway_port": 0, "gateway_scheme": ""}
+            assert seen[node_id] == {**want, "addresses": [LOOPBACK], **no_gateway}
 
 
 def test_update_is_seen_and_goodbye_removes_the_node(peers: StartPeer) -> None:

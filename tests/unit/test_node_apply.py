@@ -16,12 +16,14 @@ from typing import Any
 import pytest
 
 from edgefleet.v1 import common_pb2, node_pb2
-from node_agent.agents.runner import RunOptions, TextDelta
+from edgefleet_contract.desired import AgentWant, ItemChange, ModelWant, NodeDesired
+from node_agent.agents.run_events import TextDelta
+from node_agent.agents.run_options import RunOptions
 from node_agent.config import NodeConfig
 from node_agent.daemon import Node
-from node_agent.desired import AgentWant, ItemChange, ModelWant, NodeDesired
 from node_agent.errors import StaleGeneration
 from node_agent.runtimes.base import Runtime, StateListener
+from node_agent.runtimes.openai_url import OpenAIURLRuntime
 from node_agent.runtimes.registry import create_runtime
 from node_agent.state_file import StateFile
 from node_agent.tools.registry import build_tools
@@ -233,5 +235,103 @@ def test_a_request_that_arrives_while_its_agent_starts_waits_for_it(
                 release.set()  # never leave the build thread blocked
             await applying
             assert await asking == ANSWER
+
+    run(scenario)
+
+
+# -- an agent moved to another model ---------------------------------------------------------
+
+SMALL_A = ModelWant(alias="small-a", runtime="openai", source="fake-model")
+SMALL_B = ModelWant(alias="small-b", runtime="openai", source="fake-model")
+
+
+def on(model: ModelWant, generation: int, *agents: str) -> NodeDesired:
+    """`model` alone, with agents named `agents` on it."""
+    return NodeDesired(
+        generation=generation,
+        models=(model,),
+        agents=tuple(AgentWant(name=name, model=model.alias) for name in agents),
+    )
+
+
+class Unloads:
+    """The aliases the node's openai runtime unloads; held back while `gate` is not set."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.aliases: list[str] = []
+        self.gate: asyncio.Event | None = None
+        self.waiting: asyncio.Event | None = None
+        """Set when an unload is being held at the gate."""
+        original = OpenAIURLRuntime.unload
+
+        async def unload(runtime: OpenAIURLRuntime, alias: str) -> None:
+            if self.gate is not None and self.waiting is not None:
+                # As a llama.cpp server takes a while to stop.
+                self.waiting.set()
+                await self.gate.wait()
+            self.aliases.append(alias)
+            await original(runtime, alias)
+
+        monkeypatch.setattr(OpenAIURLRuntime, "unload", unload)
+
+
+def test_an_agent_moved_to_a_new_model_never_finds_it_missing(
+    nodes: NodeMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unloads = Unloads(monkeypatch)
+
+    async def scenario() -> None:
+        async with nodes() as node:
+            await node.apply(on(SMALL_A, 1, "helper"))
+            await ready(node)
+            unloads.gate, unloads.waiting = asyncio.Event(), asyncio.Event()
+            # The agent moves to a new model, and a new agent arrives with that model.
+            applying = asyncio.ensure_future(node.apply(on(SMALL_B, 2, "helper", "writer")))
+            try:
+                await asyncio.wait_for(unloads.waiting.wait(), 5)  # small-a is on its way out
+                status = await node.status(1, heartbeat=False)
+                states = {a.name: (a.state, a.reason) for a in status.agents}
+                assert sorted(states) == ["helper", "writer"]
+                for name, (agent_state, reason) in states.items():
+                    assert agent_state != common_pb2.AGENT_STATE_FAILED, f"{name}: {reason}"
+            finally:
+                unloads.gate.set()
+            await applying
+            status = await ready(node)
+            assert [(a.name, a.model) for a in status.agents] == [
+                ("helper", "small-b"),
+                ("writer", "small-b"),
+            ]
+            assert [m.alias for m in status.models] == ["small-b"]
+            assert unloads.aliases == ["small-a"]
+
+    run(scenario)
+
+
+def test_a_model_that_goes_away_is_retired_once_its_agents_requests_are_done(
+    nodes: NodeMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unloads = Unloads(monkeypatch)
+
+    async def scenario() -> None:
+        async with nodes() as node:
+            await node.apply(on(SMALL_A, 1, "notes"))
+            await ready(node)
+            request = node.agents.invoke(
+                "notes", [{"role": "user", "content": "Hi"}], RunOptions(), 10.0
+            )
+            first = await anext(request)  # the request is running on small-a
+            await node.apply(on(SMALL_B, 2, "notes"))
+            await asyncio.sleep(0.3)
+            assert unloads.aliases == [], "small-a was retired under a running request"
+            assert [m.alias for m in (await node.status(1, heartbeat=False)).models] == ["small-b"]
+            rest = [e async for e in request]
+            text = "".join(e.text for e in [first, *rest] if isinstance(e, TextDelta))
+            assert text == reply_text("openai", "fake-model")
+            deadline = asyncio.get_running_loop().time() + 5
+            while unloads.aliases != ["small-a"]:
+                assert asyncio.get_running_loop().time() < deadline, "small-a never retired"
+                await asyncio.sleep(0.02)
+            assert await ask(node, "notes") == ANSWER
 
     run(scenario)

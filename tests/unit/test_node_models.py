@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from edgefleet_contract.desired import ModelWant, NodeLimits
 from node_agent import models as models_module
 from node_agent.catalog import Catalog, CatalogEntry
-from node_agent.desired import ModelWant, NodeLimits
 from node_agent.errors import ModelLoadError, NotFound, RuntimeUnavailable
 from node_agent.metrics import NodeMetrics
 from node_agent.models import ModelManager

@@ -12,10 +12,10 @@ import grpc
 import pytest
 
 from edgefleet.v1 import common_pb2, node_pb2
+from edgefleet_contract.desired import ModelWant, NodeDesired
 from node_agent import models as models_module
 from node_agent.config import NodeConfig
 from node_agent.daemon import Node
-from node_agent.desired import ModelWant, NodeDesired
 from node_agent.errors import ModelLoadError, NotFound
 from node_agent.runtimes.base import (
     LoadedModel,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from node_agent.desired import AgentWant, ModelWant, NodeDesired, NodeLimits
+from edgefleet_contract.desired import AgentWant, ModelWant, NodeDesired, NodeLimits
 from node_agent.state_file import STATE_FILE, StateFile
 
 FIRST = NodeDesired(

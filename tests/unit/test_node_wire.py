@@ -8,23 +8,19 @@ from typing import Any
 import pytest
 
 from edgefleet.v1 import common_pb2, node_pb2
-from node_agent.agents.runner import (
+from edgefleet_contract.desired import AgentWant, ItemChange, ModelWant, NodeDesired, NodeLimits
+from edgefleet_contract.errors import InvalidMessage
+from edgefleet_contract.wire import desired_from_proto, desired_to_proto, item_results
+from node_agent.agent_wire import messages_from_proto, tool_event
+from node_agent.agents.run_events import (
     RunFinished,
-    RunOptions,
     TextDelta,
     ToolFinished,
     ToolRefused,
     ToolStarted,
 )
-from node_agent.desired import AgentWant, ItemChange, ModelWant, NodeDesired, NodeLimits
+from node_agent.agents.run_options import RunOptions
 from node_agent.errors import InvalidRequest
-from node_agent.wire import (
-    desired_from_proto,
-    desired_to_proto,
-    item_results,
-    messages_from_proto,
-    tool_event,
-)
 
 FULL = NodeDesired(
     generation=7,
@@ -148,7 +144,7 @@ def request_with(**agent: Any) -> node_pb2.ApplyStateRequest:
 def test_invalid_states_are_invalid_requests_that_say_what_is_wrong(
     request_: node_pb2.ApplyStateRequest, words: str
 ) -> None:
-    with pytest.raises(InvalidRequest) as error:
+    with pytest.raises(InvalidMessage) as error:
         desired_from_proto(request_)
     assert words in str(error.value)
     assert "\n" not in str(error.value), "one line, fit for a status message"

@@ -91,6 +91,7 @@ def test_services_offer_the_documented_rpcs() -> None:
     node = node_pb2.DESCRIPTOR.services_by_name["NodeService"]
     assert set(node.methods_by_name) == {
         "GetInfo",
+        "ApplyRoutes",
         "ApplyState",
         "WatchStatus",
         "InvokeAgent",

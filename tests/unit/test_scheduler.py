@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import pytest
 
-from node_agent.desired import NodeDesired
+from edgefleet_contract.desired import NodeDesired
 from orchestrator.errors import PlacementError
 from orchestrator.manifest import DesiredState, load_file, load_text
 from orchestrator.scheduler import NodeView, PlanStep, Schedule, schedule

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from node_agent.desired import NodeLimits
+from edgefleet_contract.desired import NodeLimits
 from orchestrator.manifest import ResourceLimits
 from orchestrator.scheduler.budget import Ledger, budget_of, combine_limits
 

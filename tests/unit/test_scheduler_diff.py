@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from node_agent.desired import AgentWant, ModelWant, NodeDesired, NodeLimits
+from edgefleet_contract.desired import AgentWant, ModelWant, NodeDesired, NodeLimits
 from orchestrator.scheduler import Reasons, Why, plan_diff
 from tests.unit.test_scheduler import apply_steps, content
 

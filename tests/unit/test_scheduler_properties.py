@@ -10,7 +10,7 @@ from typing import Literal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node_agent.desired import NodeDesired
+from edgefleet_contract.desired import NodeDesired
 from orchestrator.manifest import (
     AgentSpec,
     CoordinationSpec,
@@ -134,18 +134,22 @@ def deployment_sets(draw: st.DrawFn) -> tuple[DesiredState, ...]:
 
 @st.composite
 def fleets(draw: st.DrawFn, deployments: Sequence[DesiredState]) -> tuple[NodeView, ...]:
-    """Every node in some state (or absent), with what it reports ready."""
+    """Every node in some state (or absent), some cordoned, with what it reports ready."""
     aliases = sorted({m.alias for d in deployments for m in d.models})
     agents = sorted({a.name for d in deployments for a in d.agents})
     views = []
     for node in NODE_IDS:
         state = draw(st.sampled_from(STATES))
+        cordoned = draw(st.sampled_from([False, False, True]))
         if state == "absent":
+            if cordoned:  # a cordoned node not heard from is listed, to keep work away
+                views.append(NodeView(node, "absent", cordoned=True))
             continue
         views.append(
             NodeView(
                 node,
                 state,
+                cordoned=cordoned,
                 memory_total_bytes=draw(st.sampled_from([0, 2 * GiB, 8 * GiB])),
                 ready_models=frozenset(draw(st.lists(st.sampled_from(aliases), max_size=2))),
                 ready_agents=frozenset(
@@ -227,17 +231,18 @@ def check_budgets_and_nodes(world: World, result: Schedule) -> None:
 
 
 def check_nothing_new_on_nodes_not_ready(world: World, result: Schedule) -> None:
-    """A node not ready gets nothing it did not have (the single-device box aside)."""
+    """A node not ready gets nothing it did not have (the single-device box aside); a
+    cordoned node, whatever its state, neither."""
     fixed = {"local"} if any(d.type == "single-device" for d in world.deployments) else set()
     for view in world.nodes:
-        if view.state == "ready" or view.id in fixed:
+        if not view.cordoned and (view.state == "ready" or view.id in fixed):
             continue
         before = world.previous.get(view.id, NodeDesired())
         after = result.assignment.get(view.id, NodeDesired())
         assert {a.name for a in after.agents} <= {a.name for a in before.agents}
         kept_needs = {a.model for a in after.agents}
         assert {m.alias for m in after.models} <= {m.alias for m in before.models} | kept_needs
-        if view.state == "untrusted":
+        if view.state == "untrusted" and view.id not in fixed:
             assert after == NodeDesired(limits=after.limits)
 
 

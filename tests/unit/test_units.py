@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.manifest.units import format_size, parse_duration, parse_percent, parse_size
+from edgefleet_contract.units import format_size, parse_duration, parse_percent, parse_size
 
 
 @pytest.mark.parametrize(

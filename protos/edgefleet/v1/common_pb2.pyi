@@ -170,7 +170,7 @@ class Capacity(_message.Message):
     def __init__(self, cpu_count: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., accelerators: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
-    __slots__ = ("alias", "state", "reason", "progress", "memory_bytes", "runtime", "in_flight", "queue_depth", "last_used")
+    __slots__ = ("alias", "state", "reason", "progress", "memory_bytes", "runtime", "in_flight", "queue_depth", "last_used", "capacity")
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -180,6 +180,7 @@ class ModelStatus(_message.Message):
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
     LAST_USED_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
     alias: str
     state: ModelState
     reason: str
@@ -189,7 +190,20 @@ class ModelStatus(_message.Message):
     in_flight: int
     queue_depth: int
     last_used: _timestamp_pb2.Timestamp
-    def __init__(self, alias: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., reason: _Optional[str] = ..., progress: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., runtime: _Optional[str] = ..., in_flight: _Optional[int] = ..., queue_depth: _Optional[int] = ..., last_used: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    capacity: RuntimeCapacity
+    def __init__(self, alias: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., reason: _Optional[str] = ..., progress: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., runtime: _Optional[str] = ..., in_flight: _Optional[int] = ..., queue_depth: _Optional[int] = ..., last_used: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., capacity: _Optional[_Union[RuntimeCapacity, _Mapping]] = ...) -> None: ...
+
+class RuntimeCapacity(_message.Message):
+    __slots__ = ("slots_total", "slots_busy", "queued", "memory_bytes")
+    SLOTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_BUSY_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    slots_total: int
+    slots_busy: int
+    queued: int
+    memory_bytes: int
+    def __init__(self, slots_total: _Optional[int] = ..., slots_busy: _Optional[int] = ..., queued: _Optional[int] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class AgentStatus(_message.Message):
     __slots__ = ("name", "model", "state", "reason", "in_flight", "queue_depth", "latency_ewma_ms", "requests_total", "failures_total")
@@ -214,13 +228,19 @@ class AgentStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., state: _Optional[_Union[AgentState, str]] = ..., reason: _Optional[str] = ..., in_flight: _Optional[int] = ..., queue_depth: _Optional[int] = ..., latency_ewma_ms: _Optional[float] = ..., requests_total: _Optional[int] = ..., failures_total: _Optional[int] = ...) -> None: ...
 
 class NodeLoad(_message.Message):
-    __slots__ = ("in_flight", "queue_depth", "latency_ewma_ms", "memory_used_bytes")
+    __slots__ = ("in_flight", "queue_depth", "latency_ewma_ms", "memory_used_bytes", "slots_total", "slots_busy", "runtime_queue_depth")
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
     LATENCY_EWMA_MS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_BUSY_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
     in_flight: int
     queue_depth: int
     latency_ewma_ms: float
     memory_used_bytes: int
-    def __init__(self, in_flight: _Optional[int] = ..., queue_depth: _Optional[int] = ..., latency_ewma_ms: _Optional[float] = ..., memory_used_bytes: _Optional[int] = ...) -> None: ...
+    slots_total: int
+    slots_busy: int
+    runtime_queue_depth: int
+    def __init__(self, in_flight: _Optional[int] = ..., queue_depth: _Optional[int] = ..., latency_ewma_ms: _Optional[float] = ..., memory_used_bytes: _Optional[int] = ..., slots_total: _Optional[int] = ..., slots_busy: _Optional[int] = ..., runtime_queue_depth: _Optional[int] = ...) -> None: ...

@@ -169,7 +169,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self, events: _Optional[int] = ...) -> None: ...
 
 class NodeView(_message.Message):
-    __slots__ = ("id", "state", "reason", "address", "version", "last_heartbeat", "state_since", "generation", "observed_generation", "capacity", "load", "models", "agents", "labels", "discovered_by")
+    __slots__ = ("id", "state", "reason", "address", "version", "last_heartbeat", "state_since", "generation", "observed_generation", "capacity", "load", "models", "agents", "labels", "discovered_by", "mark", "mark_reason", "marked_at", "drained", "routes_generation", "routes_reported")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -192,6 +192,12 @@ class NodeView(_message.Message):
     AGENTS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     DISCOVERED_BY_FIELD_NUMBER: _ClassVar[int]
+    MARK_FIELD_NUMBER: _ClassVar[int]
+    MARK_REASON_FIELD_NUMBER: _ClassVar[int]
+    MARKED_AT_FIELD_NUMBER: _ClassVar[int]
+    DRAINED_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_REPORTED_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: _common_pb2.NodeState
     reason: str
@@ -207,7 +213,13 @@ class NodeView(_message.Message):
     agents: _containers.RepeatedCompositeFieldContainer[_common_pb2.AgentStatus]
     labels: _containers.ScalarMap[str, str]
     discovered_by: str
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.NodeState, str]] = ..., reason: _Optional[str] = ..., address: _Optional[str] = ..., version: _Optional[str] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., generation: _Optional[int] = ..., observed_generation: _Optional[int] = ..., capacity: _Optional[_Union[_common_pb2.Capacity, _Mapping]] = ..., load: _Optional[_Union[_common_pb2.NodeLoad, _Mapping]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelStatus, _Mapping]]] = ..., agents: _Optional[_Iterable[_Union[_common_pb2.AgentStatus, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., discovered_by: _Optional[str] = ...) -> None: ...
+    mark: str
+    mark_reason: str
+    marked_at: _timestamp_pb2.Timestamp
+    drained: bool
+    routes_generation: int
+    routes_reported: bool
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.NodeState, str]] = ..., reason: _Optional[str] = ..., address: _Optional[str] = ..., version: _Optional[str] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., generation: _Optional[int] = ..., observed_generation: _Optional[int] = ..., capacity: _Optional[_Union[_common_pb2.Capacity, _Mapping]] = ..., load: _Optional[_Union[_common_pb2.NodeLoad, _Mapping]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelStatus, _Mapping]]] = ..., agents: _Optional[_Iterable[_Union[_common_pb2.AgentStatus, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., discovered_by: _Optional[str] = ..., mark: _Optional[str] = ..., mark_reason: _Optional[str] = ..., marked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., drained: _Optional[bool] = ..., routes_generation: _Optional[int] = ..., routes_reported: _Optional[bool] = ...) -> None: ...
 
 class ReplicaView(_message.Message):
     __slots__ = ("node_id", "state", "reason", "in_flight", "queue_depth", "latency_ewma_ms", "circuit", "preferred")
@@ -330,7 +342,7 @@ class Event(_message.Message):
     def __init__(self, id: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., severity: _Optional[_Union[Event.Severity, str]] = ..., reason: _Optional[str] = ..., object: _Optional[str] = ..., node_id: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("controller_id", "version", "deployments", "nodes", "agents", "models", "events", "gateway_url")
+    __slots__ = ("controller_id", "version", "deployments", "nodes", "agents", "models", "events", "gateway_url", "routes_generation")
     CONTROLLER_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -339,6 +351,7 @@ class ClusterStatus(_message.Message):
     MODELS_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     GATEWAY_URL_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_GENERATION_FIELD_NUMBER: _ClassVar[int]
     controller_id: str
     version: str
     deployments: _containers.RepeatedCompositeFieldContainer[DeploymentView]
@@ -347,7 +360,8 @@ class ClusterStatus(_message.Message):
     models: _containers.RepeatedCompositeFieldContainer[ModelView]
     events: _containers.RepeatedCompositeFieldContainer[Event]
     gateway_url: str
-    def __init__(self, controller_id: _Optional[str] = ..., version: _Optional[str] = ..., deployments: _Optional[_Iterable[_Union[DeploymentView, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeView, _Mapping]]] = ..., agents: _Optional[_Iterable[_Union[AgentView, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelView, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., gateway_url: _Optional[str] = ...) -> None: ...
+    routes_generation: int
+    def __init__(self, controller_id: _Optional[str] = ..., version: _Optional[str] = ..., deployments: _Optional[_Iterable[_Union[DeploymentView, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeView, _Mapping]]] = ..., agents: _Optional[_Iterable[_Union[AgentView, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelView, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., gateway_url: _Optional[str] = ..., routes_generation: _Optional[int] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ()
@@ -476,3 +490,95 @@ class RevokeNodeResponse(_message.Message):
     CERTIFICATES_REVOKED_FIELD_NUMBER: _ClassVar[int]
     certificates_revoked: int
     def __init__(self, certificates_revoked: _Optional[int] = ...) -> None: ...
+
+class NodeMaintenanceRequest(_message.Message):
+    __slots__ = ("node_id", "reason")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    reason: str
+    def __init__(self, node_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class NodeMaintenanceResponse(_message.Message):
+    __slots__ = ("changed", "node")
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    changed: bool
+    node: NodeView
+    def __init__(self, changed: _Optional[bool] = ..., node: _Optional[_Union[NodeView, _Mapping]] = ...) -> None: ...
+
+class GetDrainProgressRequest(_message.Message):
+    __slots__ = ("node_id",)
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    def __init__(self, node_id: _Optional[str] = ...) -> None: ...
+
+class DrainTarget(_message.Message):
+    __slots__ = ("node_id", "state")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    state: str
+    def __init__(self, node_id: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
+
+class DrainItem(_message.Message):
+    __slots__ = ("kind", "name", "state", "targets", "blocked")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    name: str
+    state: str
+    targets: _containers.RepeatedCompositeFieldContainer[DrainTarget]
+    blocked: str
+    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[DrainTarget, _Mapping]]] = ..., blocked: _Optional[str] = ...) -> None: ...
+
+class DrainProgress(_message.Message):
+    __slots__ = ("node_id", "state", "mark", "drained", "items", "waiting")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MARK_FIELD_NUMBER: _ClassVar[int]
+    DRAINED_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    state: _common_pb2.NodeState
+    mark: str
+    drained: bool
+    items: _containers.RepeatedCompositeFieldContainer[DrainItem]
+    waiting: str
+    def __init__(self, node_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.NodeState, str]] = ..., mark: _Optional[str] = ..., drained: _Optional[bool] = ..., items: _Optional[_Iterable[_Union[DrainItem, _Mapping]]] = ..., waiting: _Optional[str] = ...) -> None: ...
+
+class ListEndpointsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Endpoint(_message.Message):
+    __slots__ = ("name", "kind", "url", "url_source", "state", "routes_generation", "routes_reported", "address")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    URL_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_REPORTED_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    url: str
+    url_source: str
+    state: str
+    routes_generation: int
+    routes_reported: bool
+    address: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., url: _Optional[str] = ..., url_source: _Optional[str] = ..., state: _Optional[str] = ..., routes_generation: _Optional[int] = ..., routes_reported: _Optional[bool] = ..., address: _Optional[str] = ...) -> None: ...
+
+class ListEndpointsResponse(_message.Message):
+    __slots__ = ("endpoints", "routes_generation")
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    endpoints: _containers.RepeatedCompositeFieldContainer[Endpoint]
+    routes_generation: int
+    def __init__(self, endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., routes_generation: _Optional[int] = ...) -> None: ...

@@ -105,10 +105,35 @@ class ControllerServiceStub:
                 request_serializer=edgefleet_dot_v1_dot_controller__pb2.RevokeNodeRequest.SerializeToString,
                 response_deserializer=edgefleet_dot_v1_dot_controller__pb2.RevokeNodeResponse.FromString,
                 _registered_method=True)
+        self.CordonNode = channel.unary_unary(
+                '/edgefleet.v1.ControllerService/CordonNode',
+                request_serializer=edgefleet_dot_v1_dot_controller__pb2.NodeMaintenanceRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_controller__pb2.NodeMaintenanceResponse.FromString,
+                _registered_method=True)
+        self.DrainNode = channel.unary_unary(
+                '/edgefleet.v1.ControllerService/DrainNode',
+                request_serializer=edgefleet_dot_v1_dot_controller__pb2.NodeMaintenanceRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_controller__pb2.NodeMaintenanceResponse.FromString,
+                _registered_method=True)
+        self.UncordonNode = channel.unary_unary(
+                '/edgefleet.v1.ControllerService/UncordonNode',
+                request_serializer=edgefleet_dot_v1_dot_controller__pb2.NodeMaintenanceRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_controller__pb2.NodeMaintenanceResponse.FromString,
+                _registered_method=True)
+        self.GetDrainProgress = channel.unary_unary(
+                '/edgefleet.v1.ControllerService/GetDrainProgress',
+                request_serializer=edgefleet_dot_v1_dot_controller__pb2.GetDrainProgressRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_controller__pb2.DrainProgress.FromString,
+                _registered_method=True)
         self.Chat = channel.unary_stream(
                 '/edgefleet.v1.ControllerService/Chat',
                 request_serializer=edgefleet_dot_v1_dot_controller__pb2.ChatRequest.SerializeToString,
                 response_deserializer=edgefleet_dot_v1_dot_node__pb2.InvokeAgentChunk.FromString,
+                _registered_method=True)
+        self.ListEndpoints = channel.unary_unary(
+                '/edgefleet.v1.ControllerService/ListEndpoints',
+                request_serializer=edgefleet_dot_v1_dot_controller__pb2.ListEndpointsRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_controller__pb2.ListEndpointsResponse.FromString,
                 _registered_method=True)
 
 
@@ -214,8 +239,49 @@ class ControllerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CordonNode(self, request, context):
+        """Node maintenance, kept across controller restarts. Cordon: the node gets no
+        new work (no replica placed there, by spreading or by a manifest pin); what
+        runs there stays. Drain: cordon, and move its agents and models to other
+        nodes, each replacement ready before the replica it replaces stops.
+        Uncordon: back to normal (failback may bring pinned work back). Marking a node
+        as it is already marked changes nothing (`changed` is false); cordoning a
+        draining node too. An unknown node is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UncordonNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDrainProgress(self, request, context):
+        """Where a drain stands: what the node still runs, where each item moves, and
+        what cannot move and why.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Chat(self, request, context):
         """Talk to an agent (or a model alias) through the controller's router.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEndpoints(self, request, context):
+        """Every OpenAI gateway of the fleet: the controller's own and each node's, with
+        the routing table generation each routes with.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -294,10 +360,35 @@ def add_ControllerServiceServicer_to_server(servicer, server):
                     request_deserializer=edgefleet_dot_v1_dot_controller__pb2.RevokeNodeRequest.FromString,
                     response_serializer=edgefleet_dot_v1_dot_controller__pb2.RevokeNodeResponse.SerializeToString,
             ),
+            'CordonNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.CordonNode,
+                    request_deserializer=edgefleet_dot_v1_dot_controller__pb2.NodeMaintenanceRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_controller__pb2.NodeMaintenanceResponse.SerializeToString,
+            ),
+            'DrainNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainNode,
+                    request_deserializer=edgefleet_dot_v1_dot_controller__pb2.NodeMaintenanceRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_controller__pb2.NodeMaintenanceResponse.SerializeToString,
+            ),
+            'UncordonNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.UncordonNode,
+                    request_deserializer=edgefleet_dot_v1_dot_controller__pb2.NodeMaintenanceRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_controller__pb2.NodeMaintenanceResponse.SerializeToString,
+            ),
+            'GetDrainProgress': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDrainProgress,
+                    request_deserializer=edgefleet_dot_v1_dot_controller__pb2.GetDrainProgressRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_controller__pb2.DrainProgress.SerializeToString,
+            ),
             'Chat': grpc.unary_stream_rpc_method_handler(
                     servicer.Chat,
                     request_deserializer=edgefleet_dot_v1_dot_controller__pb2.ChatRequest.FromString,
                     response_serializer=edgefleet_dot_v1_dot_node__pb2.InvokeAgentChunk.SerializeToString,
+            ),
+            'ListEndpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEndpoints,
+                    request_deserializer=edgefleet_dot_v1_dot_controller__pb2.ListEndpointsRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_controller__pb2.ListEndpointsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -689,6 +780,114 @@ class ControllerService:
             _registered_method=True)
 
     @staticmethod
+    def CordonNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.ControllerService/CordonNode',
+            edgefleet_dot_v1_dot_controller__pb2.NodeMaintenanceRequest.SerializeToString,
+            edgefleet_dot_v1_dot_controller__pb2.NodeMaintenanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.ControllerService/DrainNode',
+            edgefleet_dot_v1_dot_controller__pb2.NodeMaintenanceRequest.SerializeToString,
+            edgefleet_dot_v1_dot_controller__pb2.NodeMaintenanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UncordonNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.ControllerService/UncordonNode',
+            edgefleet_dot_v1_dot_controller__pb2.NodeMaintenanceRequest.SerializeToString,
+            edgefleet_dot_v1_dot_controller__pb2.NodeMaintenanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDrainProgress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.ControllerService/GetDrainProgress',
+            edgefleet_dot_v1_dot_controller__pb2.GetDrainProgressRequest.SerializeToString,
+            edgefleet_dot_v1_dot_controller__pb2.DrainProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Chat(request,
             target,
             options=(),
@@ -705,6 +904,33 @@ class ControllerService:
             '/edgefleet.v1.ControllerService/Chat',
             edgefleet_dot_v1_dot_controller__pb2.ChatRequest.SerializeToString,
             edgefleet_dot_v1_dot_node__pb2.InvokeAgentChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEndpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.ControllerService/ListEndpoints',
+            edgefleet_dot_v1_dot_controller__pb2.ListEndpointsRequest.SerializeToString,
+            edgefleet_dot_v1_dot_controller__pb2.ListEndpointsResponse.FromString,
             options,
             channel_credentials,
             insecure,

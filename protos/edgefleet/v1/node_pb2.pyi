@@ -26,7 +26,7 @@ class RuntimeInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., available: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "version", "cluster", "capacity", "runtimes", "cached_models", "generation", "started_at", "controller_id", "labels")
+    __slots__ = ("node_id", "version", "cluster", "capacity", "runtimes", "cached_models", "generation", "started_at", "controller_id", "labels", "gateway_url")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class NodeInfo(_message.Message):
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     CONTROLLER_ID_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_URL_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     version: str
     cluster: str
@@ -54,7 +55,8 @@ class NodeInfo(_message.Message):
     started_at: _timestamp_pb2.Timestamp
     controller_id: str
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, node_id: _Optional[str] = ..., version: _Optional[str] = ..., cluster: _Optional[str] = ..., capacity: _Optional[_Union[_common_pb2.Capacity, _Mapping]] = ..., runtimes: _Optional[_Iterable[_Union[RuntimeInfo, _Mapping]]] = ..., cached_models: _Optional[_Iterable[str]] = ..., generation: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., controller_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    gateway_url: str
+    def __init__(self, node_id: _Optional[str] = ..., version: _Optional[str] = ..., cluster: _Optional[str] = ..., capacity: _Optional[_Union[_common_pb2.Capacity, _Mapping]] = ..., runtimes: _Optional[_Iterable[_Union[RuntimeInfo, _Mapping]]] = ..., cached_models: _Optional[_Iterable[str]] = ..., generation: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., controller_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., gateway_url: _Optional[str] = ...) -> None: ...
 
 class NodeDesiredState(_message.Message):
     __slots__ = ("models", "agents", "limits")
@@ -125,7 +127,7 @@ class WatchStatusRequest(_message.Message):
     def __init__(self, controller_id: _Optional[str] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("node_id", "generation", "seq", "sent_at", "heartbeat", "models", "agents", "load", "capacity", "heartbeat_interval_s")
+    __slots__ = ("node_id", "generation", "seq", "sent_at", "heartbeat", "models", "agents", "load", "capacity", "heartbeat_interval_s", "routes_generation")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +138,7 @@ class NodeStatus(_message.Message):
     LOAD_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_GENERATION_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     generation: int
     seq: int
@@ -146,7 +149,8 @@ class NodeStatus(_message.Message):
     load: _common_pb2.NodeLoad
     capacity: _common_pb2.Capacity
     heartbeat_interval_s: float
-    def __init__(self, node_id: _Optional[str] = ..., generation: _Optional[int] = ..., seq: _Optional[int] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heartbeat: _Optional[bool] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelStatus, _Mapping]]] = ..., agents: _Optional[_Iterable[_Union[_common_pb2.AgentStatus, _Mapping]]] = ..., load: _Optional[_Union[_common_pb2.NodeLoad, _Mapping]] = ..., capacity: _Optional[_Union[_common_pb2.Capacity, _Mapping]] = ..., heartbeat_interval_s: _Optional[float] = ...) -> None: ...
+    routes_generation: int
+    def __init__(self, node_id: _Optional[str] = ..., generation: _Optional[int] = ..., seq: _Optional[int] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heartbeat: _Optional[bool] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelStatus, _Mapping]]] = ..., agents: _Optional[_Iterable[_Union[_common_pb2.AgentStatus, _Mapping]]] = ..., load: _Optional[_Union[_common_pb2.NodeLoad, _Mapping]] = ..., capacity: _Optional[_Union[_common_pb2.Capacity, _Mapping]] = ..., heartbeat_interval_s: _Optional[float] = ..., routes_generation: _Optional[int] = ...) -> None: ...
 
 class InvokeAgentRequest(_message.Message):
     __slots__ = ("agent", "messages", "options", "request_id", "generation")
@@ -217,14 +221,16 @@ class InvokeAgentResponse(_message.Message):
     def __init__(self, content: _Optional[str] = ..., finish_reason: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[ToolEvent, _Mapping]]] = ..., node_id: _Optional[str] = ...) -> None: ...
 
 class ProxyModelRequest(_message.Message):
-    __slots__ = ("model", "body", "request_id")
+    __slots__ = ("model", "body", "request_id", "generation")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BODY_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
     model: str
     body: bytes
     request_id: str
-    def __init__(self, model: _Optional[str] = ..., body: _Optional[bytes] = ..., request_id: _Optional[str] = ...) -> None: ...
+    generation: int
+    def __init__(self, model: _Optional[str] = ..., body: _Optional[bytes] = ..., request_id: _Optional[str] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class ProxyModelChunk(_message.Message):
     __slots__ = ("http_status", "content_type", "data")
@@ -259,3 +265,97 @@ class ModelProgress(_message.Message):
     progress: float
     message: str
     def __init__(self, alias: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.ModelState, str]] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...
+
+class RouteReplica(_message.Message):
+    __slots__ = ("node_id", "address", "generation")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    address: str
+    generation: int
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., generation: _Optional[int] = ...) -> None: ...
+
+class TargetRoutes(_message.Message):
+    __slots__ = ("name", "agent", "replicas")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    agent: bool
+    replicas: _containers.RepeatedCompositeFieldContainer[RouteReplica]
+    def __init__(self, name: _Optional[str] = ..., agent: _Optional[bool] = ..., replicas: _Optional[_Iterable[_Union[RouteReplica, _Mapping]]] = ...) -> None: ...
+
+class AgentRoute(_message.Message):
+    __slots__ = ("name", "instructions")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    instructions: str
+    def __init__(self, name: _Optional[str] = ..., instructions: _Optional[str] = ...) -> None: ...
+
+class ModelRoute(_message.Message):
+    __slots__ = ("alias", "tasks", "primary")
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    alias: str
+    tasks: _containers.RepeatedScalarFieldContainer[str]
+    primary: bool
+    def __init__(self, alias: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., primary: _Optional[bool] = ...) -> None: ...
+
+class EscalationRoute(_message.Message):
+    __slots__ = ("base_url", "model", "api_key_env", "timeout_s")
+    BASE_URL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_ENV_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    base_url: str
+    model: str
+    api_key_env: str
+    timeout_s: float
+    def __init__(self, base_url: _Optional[str] = ..., model: _Optional[str] = ..., api_key_env: _Optional[str] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+
+class DeploymentRoutes(_message.Message):
+    __slots__ = ("name", "distributed", "strategy", "session_affinity", "agents", "models", "escalation")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DISTRIBUTED_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    SESSION_AFFINITY_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    ESCALATION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    distributed: bool
+    strategy: str
+    session_affinity: bool
+    agents: _containers.RepeatedCompositeFieldContainer[AgentRoute]
+    models: _containers.RepeatedCompositeFieldContainer[ModelRoute]
+    escalation: EscalationRoute
+    def __init__(self, name: _Optional[str] = ..., distributed: _Optional[bool] = ..., strategy: _Optional[str] = ..., session_affinity: _Optional[bool] = ..., agents: _Optional[_Iterable[_Union[AgentRoute, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelRoute, _Mapping]]] = ..., escalation: _Optional[_Union[EscalationRoute, _Mapping]] = ...) -> None: ...
+
+class RoutingTable(_message.Message):
+    __slots__ = ("generation", "controller_id", "deployments", "targets", "api_key_digests")
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_ID_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    generation: int
+    controller_id: str
+    deployments: _containers.RepeatedCompositeFieldContainer[DeploymentRoutes]
+    targets: _containers.RepeatedCompositeFieldContainer[TargetRoutes]
+    api_key_digests: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, generation: _Optional[int] = ..., controller_id: _Optional[str] = ..., deployments: _Optional[_Iterable[_Union[DeploymentRoutes, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[TargetRoutes, _Mapping]]] = ..., api_key_digests: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ApplyRoutesRequest(_message.Message):
+    __slots__ = ("table",)
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    table: RoutingTable
+    def __init__(self, table: _Optional[_Union[RoutingTable, _Mapping]] = ...) -> None: ...
+
+class ApplyRoutesResponse(_message.Message):
+    __slots__ = ("generation",)
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    generation: int
+    def __init__(self, generation: _Optional[int] = ...) -> None: ...

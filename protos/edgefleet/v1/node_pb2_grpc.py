@@ -39,6 +39,11 @@ class NodeServiceStub:
                 request_serializer=edgefleet_dot_v1_dot_node__pb2.GetInfoRequest.SerializeToString,
                 response_deserializer=edgefleet_dot_v1_dot_node__pb2.NodeInfo.FromString,
                 _registered_method=True)
+        self.ApplyRoutes = channel.unary_unary(
+                '/edgefleet.v1.NodeService/ApplyRoutes',
+                request_serializer=edgefleet_dot_v1_dot_node__pb2.ApplyRoutesRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_node__pb2.ApplyRoutesResponse.FromString,
+                _registered_method=True)
         self.ApplyState = channel.unary_unary(
                 '/edgefleet.v1.NodeService/ApplyState',
                 request_serializer=edgefleet_dot_v1_dot_node__pb2.ApplyStateRequest.SerializeToString,
@@ -81,6 +86,14 @@ class NodeServiceServicer:
 
     def GetInfo(self, request, context):
         """Who the node is and what it can do.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyRoutes(self, request, context):
+        """Replace the routing table the node's gateway routes with (controller only). A table
+        older than the one the node has is refused with FAILED_PRECONDITION.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -150,6 +163,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     request_deserializer=edgefleet_dot_v1_dot_node__pb2.GetInfoRequest.FromString,
                     response_serializer=edgefleet_dot_v1_dot_node__pb2.NodeInfo.SerializeToString,
             ),
+            'ApplyRoutes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyRoutes,
+                    request_deserializer=edgefleet_dot_v1_dot_node__pb2.ApplyRoutesRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_node__pb2.ApplyRoutesResponse.SerializeToString,
+            ),
             'ApplyState': grpc.unary_unary_rpc_method_handler(
                     servicer.ApplyState,
                     request_deserializer=edgefleet_dot_v1_dot_node__pb2.ApplyStateRequest.FromString,
@@ -213,6 +231,33 @@ class NodeService:
             '/edgefleet.v1.NodeService/GetInfo',
             edgefleet_dot_v1_dot_node__pb2.GetInfoRequest.SerializeToString,
             edgefleet_dot_v1_dot_node__pb2.NodeInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyRoutes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.NodeService/ApplyRoutes',
+            edgefleet_dot_v1_dot_node__pb2.ApplyRoutesRequest.SerializeToString,
+            edgefleet_dot_v1_dot_node__pb2.ApplyRoutesResponse.FromString,
             options,
             channel_credentials,
             insecure,

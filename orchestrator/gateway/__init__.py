@@ -1,1 +1,0 @@
-"""The OpenAI-compatible HTTP gateway the controller hosts."""
