@@ -1,10 +1,12 @@
 """Where the gateway path's CPU goes: per thread, and in Python by part, under load.
 
     scripts/bench-setup                         # once: nginx, wrk, .venv-bench (py-spy)
-    .venv/bin/python bench/gateway_profile.py   # [--seconds 6] [--concurrency 16] [--mode json]
+    .venv/bin/python bench/gateway_profile.py   # [--via controller|node] [--seconds 6] …
 
 Starts what bench/gateway.py's `edgefleet` target is (the zero-latency upstream, one
-edge-node whose `openai` runtime points at it, a controller with its gateway), then:
+edge-node whose `openai` runtime points at it, a controller with its gateway) and,
+with `--via node`, sends the load to the node's own gateway instead (its local
+replica, called in process: the `edgefleet-node` target); then:
 
 1. wrk at the given concurrency while psutil reads every thread's CPU time in the
    controller and the node: CPU per request by process and thread (the event loop's
@@ -14,7 +16,7 @@ edge-node whose `openai` runtime points at it, a controller with its gateway), t
    path they are spent in (the deepest frame that belongs to a known part).
 
 Everything runs on 127.0.0.1; every run is bounded in time. Prints tables and writes
-bench/results/gateway_profile.json.
+bench/results/gateway_profile.json (`--via node`: gateway_profile_node.json).
 """
 
 from __future__ import annotations
@@ -40,11 +42,11 @@ from gateway_load import chat_body, run_wrk  # noqa: E402
 from gateway_machine import describe  # noqa: E402
 from gateway_nginx import Upstream  # noqa: E402
 from gateway_runs import warm_up  # noqa: E402
-from gateway_targets import EdgeFleetTarget, start_edgefleet  # noqa: E402
+from gateway_targets import EdgeFleetTarget, node_gateway, start_edgefleet  # noqa: E402
 
 from edgefleet_common.ports import free_port  # noqa: E402
 
-RESULTS = REPO / "bench" / "results" / "gateway_profile.json"
+RESULTS = REPO / "bench" / "results"
 PY_SPY = REPO / ".venv-bench" / "bin" / "py-spy"
 
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -73,8 +75,15 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("per-call certificate check", ("node_trust.py", "edgefleet_common/pki.py", "cryptography/")),
     ("model proxy, admission, metrics (node)", ("node_agent/", "prometheus_client/")),
     (
-        "HTTP (aiohttp: server, client)",
-        ("edgefleet_dataplane/http_server.py", "aiohttp/", "multidict/", "yarl/", "propcache/"),
+        "HTTP (server, client)",
+        (
+            "edgefleet_dataplane/http_server.py",
+            "aiohttp/",
+            "multidict/",
+            "yarl/",
+            "propcache/",
+            "h11/",
+        ),
     ),
     ("gRPC (grpc.aio Python side)", ("grpc/", "grpc_health/", "edgefleet_common/grpc")),
     ("protobuf", ("google/protobuf/", "_pb2.py")),
@@ -149,17 +158,18 @@ def thread_kind(pid: int, tid: int, name: str) -> str:
 
 
 def cpu_by_thread(
-    target: EdgeFleetTarget, body: bytes, concurrency: int, seconds: float
+    url: str, names: dict[int, str], body: bytes, concurrency: int, seconds: float
 ) -> dict[str, Any]:
-    """One wrk run; CPU ms per request by process and kind of thread."""
-    names = {pid: "controller" if i == 0 else f"node-{i}" for i, pid in enumerate(target.pids)}
-    before = {pid: thread_times(pid) for pid in target.pids}
-    wrk = run_wrk(target.routes["json"].url, body, concurrency, seconds)
+    """One wrk run against `url`; CPU ms per request by process (`names`: pid → name) and
+    kind of thread."""
+    before = {pid: thread_times(pid) for pid in names}
+    wrk = run_wrk(url, body, concurrency, seconds)
     split: dict[str, dict[str, float]] = {}
-    for pid in target.pids:
-        kinds: Counter[str] = Counter()
+    for pid in names:
+        kinds: dict[str, float] = {}
         for (tid, name), used in thread_times(pid).items():
-            kinds[thread_kind(pid, tid, name)] += used - before[pid].get((tid, name), 0.0)
+            kind = thread_kind(pid, tid, name)
+            kinds[kind] = kinds.get(kind, 0.0) + used - before[pid].get((tid, name), 0.0)
         split[names[pid]] = {k: round(1000 * v / wrk.requests, 3) for k, v in kinds.items() if v}
     return {
         "requests": wrk.requests,
@@ -174,12 +184,17 @@ def cpu_by_thread(
 
 
 def sampled(
-    target: EdgeFleetTarget, body: bytes, concurrency: int, seconds: float, rate: int, tmp: Path
+    url: str,
+    names: dict[int, str],
+    body: bytes,
+    concurrency: int,
+    seconds: float,
+    rate: int,
+    tmp: Path,
 ) -> dict[str, Samples]:
-    """py-spy's samples of each process while wrk runs."""
-    names = {pid: "controller" if i == 0 else f"node-{i}" for i, pid in enumerate(target.pids)}
+    """py-spy's samples of each process (`names`: pid → name) while wrk runs against `url`."""
     spies = {}
-    for pid in target.pids:
+    for pid in names:
         output = tmp / f"{names[pid]}.txt"
         argv = [
             str(PY_SPY), "record", "--pid", str(pid), "--duration", f"{seconds + 1:g}",
@@ -191,7 +206,7 @@ def sampled(
             output,
         )
     time.sleep(0.5)  # py-spy attached before the load starts
-    run_wrk(target.routes["json"].url, body, concurrency, seconds)
+    run_wrk(url, body, concurrency, seconds)
     found = {}
     for pid, (spy, output) in spies.items():
         _, errors = spy.communicate(timeout=seconds + 60)
@@ -226,10 +241,19 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=6.0, help="wrk time per run")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--mode", choices=("json", "sse"), default="json")
+    parser.add_argument(
+        "--via",
+        choices=("controller", "node"),
+        default="controller",
+        help="the controller's gateway, or the node's own (local replica, in process)",
+    )
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=3, help="frames named per part")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--output", type=Path, help="default: results/gateway_profile[_node].json")
     args = parser.parse_args()
+    args.output = (
+        args.output or RESULTS / f"gateway_profile{'_node' if args.via == 'node' else ''}.json"
+    )
     if not PY_SPY.exists():
         print(f"{PY_SPY} is missing: run scripts/bench-setup", file=sys.stderr)
         return 1
@@ -244,15 +268,21 @@ def main() -> int:
                 {"json": "zero" if args.mode == "json" else "zero-sse"},
             )
             warm_up(target)
-            body = chat_body(target.routes["json"].model, args.mode == "sse")
-            threads = cpu_by_thread(target, body, args.concurrency, args.seconds)
-            found = sampled(target, body, args.concurrency, args.seconds, args.rate, tmp)
+            route = target.routes["json"]
+            if args.via == "node":
+                local = node_gateway(target, "bench-node", {"json": route.model})
+                warm_up(local)
+                route = local.routes["json"]
+            names = {p: "controller" if i == 0 else f"node-{i}" for i, p in enumerate(target.pids)}
+            body = chat_body(route.model, args.mode == "sse")
+            threads = cpu_by_thread(route.url, names, body, args.concurrency, args.seconds)
+            found = sampled(route.url, names, body, args.concurrency, args.seconds, args.rate, tmp)
         finally:
             if target is not None:
                 target.close()
             upstream.close()
     lines = [
-        f"The gateway path ({args.mode}, {args.concurrency} clients): "
+        f"The gateway path via the {args.via} ({args.mode}, {args.concurrency} clients): "
         f"{threads['per_second']:,.0f} req/s, p50 {threads['p50_ms']:.2f} ms",
         *threads_table(threads["cpu_ms_per_request"]),
         "",

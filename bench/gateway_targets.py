@@ -8,6 +8,9 @@ and the processes whose CPU time counts as the proxy's:
   `edge-node` daemons whose `openai` runtime points at the upstream (the path a
   user's request takes); the controller and every node count, their model
   servers do not;
+* `edgefleet-node` — one node's own gateway on loopback, as an app on the box
+  calls it: the replica on the node is called in process (no gRPC hop); the
+  node counts;
 * `litellm` — LiteLLM's proxy, one worker, telemetry off, from `.venv-litellm`;
 * `nginx` — nginx as a plain reverse proxy, one worker process (plus its master).
 """
@@ -132,6 +135,8 @@ class EdgeFleetTarget(Target):
 
     controller: ControllerProcess | None = None
     nodes: list[NodeProcess] = field(default_factory=list)
+    node_gateways: dict[str, str] = field(default_factory=dict)
+    """Node id → the base URL (…/v1) of its own gateway, on loopback."""
 
     def close(self) -> None:
         if self.controller is not None:
@@ -179,8 +184,15 @@ def start_edgefleet(
             work.mkdir(parents=True)
             llama = node_id == llama_node
             catalog = node_catalog(work / "catalog.yaml", upstreams, llama)
-            node = start_node(node_id, work / "data", catalog=catalog)
+            gateway_port = free_port()
+            node = start_node(
+                node_id,
+                work / "data",
+                catalog=catalog,
+                extra_args=["--gateway-listen", f"127.0.0.1:{gateway_port}"],
+            )
             target.nodes.append(node)
+            target.node_gateways[node_id] = f"http://127.0.0.1:{gateway_port}/v1"
             placed[node_id] = [*upstreams, *([LLAMA_ALIAS] if llama else [])]
         addresses = {n.node_id: n.address for n in target.nodes}
         target.controller = start_controller(folder / "controller", nodes=addresses, gateway=True)
@@ -201,7 +213,7 @@ def start_edgefleet(
         for aliases in placed.values():
             for alias in aliases:
                 wanted[alias] = wanted.get(alias, 0) + 1
-        wait_ready(target.controller, wanted, timeout)
+        wait_ready(target.controller.gateway_url, wanted, timeout)
         target.pids = [target.controller.process.pid, *(n.pid for n in target.nodes)]
         base = target.controller.gateway_url
         target.routes = {
@@ -213,13 +225,29 @@ def start_edgefleet(
     return target
 
 
-def wait_ready(controller: ControllerProcess, wanted: Mapping[str, int], timeout: float) -> None:
-    """Until the gateway lists every alias with its wanted count of ready replicas."""
+def node_gateway(
+    edgefleet: EdgeFleetTarget, node_id: str, routes: Mapping[str, str], timeout: float = 60.0
+) -> Target:
+    """`node_id`'s own gateway as a target (`routes`: route name → alias), once it lists
+    each alias with a ready replica (it routes from the table the controller pushes)."""
+    base = edgefleet.node_gateways[node_id]
+    wait_ready(base, dict.fromkeys(routes.values(), 1), timeout)
+    node = next(n for n in edgefleet.nodes if n.node_id == node_id)
+    return Target(
+        "edgefleet-node",
+        {name: Route(f"{base}/chat/completions", alias) for name, alias in routes.items()},
+        [node.pid],
+    )
+
+
+def wait_ready(gateway_url: str, wanted: Mapping[str, int], timeout: float) -> None:
+    """Until the gateway at `gateway_url` (…/v1) lists every alias with its wanted count of
+    ready replicas."""
     deadline = time.monotonic() + timeout
     seen: dict[str, int] = {}
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError, ValueError):
-            answer = httpx.get(f"{controller.gateway_url}/models", timeout=5).json()
+            answer = httpx.get(f"{gateway_url}/models", timeout=5).json()
             seen = {m["id"]: m.get("ready_replicas", 0) for m in answer.get("data", [])}
             if all(seen.get(alias, 0) >= count for alias, count in wanted.items()):
                 return

@@ -189,7 +189,8 @@ async def serve_edgefleet_shape(module: Any, fwd: Forwarder, port: int) -> Calla
 
     server = module.HttpServer(handle)
     await server.start("127.0.0.1", port)
-    return server.close
+    close: Callable[[], Any] = server.close
+    return close
 
 
 async def serve_aiohttp(fwd: Forwarder, port: int) -> Callable[[], Any]:

@@ -5,12 +5,14 @@
 On one real `edge-node` process with the llama.cpp runtime and SmolLM2-135M:
 
 * node RSS — the daemon alone, idle, before any model (its model servers are
-  separate processes, measured on their own once loaded);
-* model cold load — LoadModel on the node until the model is ready: spawning the
-  llama.cpp server, mapping the GGUF, the first health answer. Repeated after
-  an unload, min/median/max;
+  separate processes, measured on their own once loaded), and where it goes: the
+  daemon's memory mappings with the most resident memory (anonymous memory and
+  heap are Python's objects; the rest are shared libraries of the modules loaded);
+* model cold load — LoadModel on the node until the model is ready: spawning
+  llama-server, mapping the GGUF, the first health answer. Repeated after an
+  unload, min/median/max;
 * first-token latency, side by side in one run, requests interleaved:
-  `direct` (streamed chat completion to the node's llama.cpp server itself),
+  `direct` (streamed chat completion to the node's llama-server itself),
   `node model path` (ProxyModel over gRPC: the path a request for a model alias
   takes) and `node agent path` (InvokeAgent: Agent Framework's agent with its
   instructions, then the same server). Same prompt, max_tokens 8, temperature 0.
@@ -103,7 +105,7 @@ def model_server_port(node: NodeProcess) -> int:
     for server in node.runtime_servers():
         command = server.cmdline()
         return int(command[command.index("--port") + 1])
-    raise RuntimeError("no llama.cpp server found under the node")
+    raise RuntimeError("no llama-server found under the node")
 
 
 def body() -> dict[str, Any]:
@@ -123,7 +125,8 @@ def ttft_direct(client: httpx.Client, port: int) -> float:
     start = time.perf_counter()
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     first = None
-    with client.stream("POST", url, json=body()) as response:
+    # As the node does: llama-server may close a kept-alive connection after a stream.
+    with client.stream("POST", url, json=body(), headers={"connection": "close"}) as response:
         for data in response.iter_raw():
             if first is None and _CONTENT.search(data):
                 first = time.perf_counter()
@@ -160,6 +163,21 @@ def ttft_agent(node: NodeProcess, stub: Any) -> float:
     return (first - start) * 1000
 
 
+def memory_map(pid: int, top: int = 8) -> list[tuple[str, float]]:
+    """The process's mappings with the most resident memory: (name, MiB), largest first."""
+    sizes: dict[str, int] = {}
+    name = ""
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = re.match(r"^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$", line)
+        if head:
+            name = Path(head.group(1)).name if head.group(1).startswith("/") else head.group(1)
+            name = name or "[anonymous]"
+        elif line.startswith("Rss:"):
+            sizes[name] = sizes.get(name, 0) + int(line.split()[1])
+    ordered = sorted(sizes.items(), key=lambda item: -item[1])[:top]
+    return [(mapping, round(kib / 1024, 1)) for mapping, kib in ordered]
+
+
 def interleaved(paths: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
     found: dict[str, list[float]] = {name: [] for name in paths}
     for measure in paths.values():
@@ -182,6 +200,7 @@ def main() -> int:
     ):
         time.sleep(2.0)
         idle_rss = node.rss()
+        idle_map = memory_map(node.pid)
         stub = node.stub()
         stub.ApplyState(desired(1), timeout=30)
         wait_model(node, common_pb2.MODEL_STATE_READY)
@@ -206,6 +225,7 @@ def main() -> int:
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cores": psutil.cpu_count(), "python": sys.version.split()[0]},
         "node_rss_idle_mib": round(idle_rss / 2**20, 1),
+        "node_rss_idle_by_mapping_mib": dict(idle_map),
         "node_rss_serving_mib": round(loaded_rss / 2**20, 1),
         "model_server_rss_mib": round(server_rss / 2**20, 1),
         "cold_load_ms": summary(loads),
@@ -213,8 +233,10 @@ def main() -> int:
         "requests_per_path": args.requests,
     }
     print(f"node RSS idle, no model:     {report['node_rss_idle_mib']} MiB")
+    for mapping, mib in idle_map:
+        print(f"  {mapping:<46} {mib} MiB")
     print(f"node RSS serving:            {report['node_rss_serving_mib']} MiB")
-    print(f"llama.cpp server RSS:        {report['model_server_rss_mib']} MiB")
+    print(f"llama-server RSS:            {report['model_server_rss_mib']} MiB")
     cold = report["cold_load_ms"]
     print(f"model cold load (ms):  min {cold['min']}  median {cold['median']}  max {cold['max']}")
     print("first token (ms)             min     median  p90     max")

@@ -65,6 +65,8 @@ class Cell:
     tokens_per_s: float
     first_token_p50_ms: float
     first_token_p90_ms: float
+    others_cpu_cores: float
+    """CPU other processes of the machine used meanwhile (cores), to judge the noise."""
 
 
 def catalog(path: Path, threads: int, parallel: int) -> Path:
@@ -185,8 +187,42 @@ async def agent_path(stub: Any, max_tokens: int) -> Sample:
     return first, tokens
 
 
+class OtherLoad:
+    """CPU time the machine spent outside this benchmark's processes."""
+
+    def __init__(self, node: NodeProcess) -> None:
+        self._ours = [psutil.Process(), psutil.Process(node.pid)]
+
+    def _times(self) -> tuple[float, float]:
+        system = psutil.cpu_times()
+        busy = system.user + system.system + system.nice + system.irq + system.softirq
+        ours = 0.0
+        for root in self._ours:
+            for process in [root, *root.children(recursive=True)]:
+                try:
+                    times = process.cpu_times()
+                except psutil.Error:
+                    continue
+                ours += times.user + times.system
+        return busy, ours
+
+    def start(self) -> Callable[[float], float]:
+        """A meter: called with the seconds since, the cores others used meanwhile."""
+        busy, ours = self._times()
+
+        def used(seconds: float) -> float:
+            busy_now, ours_now = self._times()
+            return round(max((busy_now - busy) - (ours_now - ours), 0.0) / seconds, 2)
+
+        return used
+
+
 async def cell(
-    path: str, clients: int, requests: int, send: Callable[[], Awaitable[Sample]]
+    path: str,
+    clients: int,
+    requests: int,
+    send: Callable[[], Awaitable[Sample]],
+    others: OtherLoad,
 ) -> Cell:
     samples: list[Sample] = []
     left = requests
@@ -197,9 +233,11 @@ async def cell(
             left -= 1
             samples.append(await send())
 
+    meter = others.start()
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
     seconds = time.perf_counter() - started
+    others_cores = meter(seconds)
     firsts = sorted(first * 1000 for first, _ in samples)
     tokens = sum(count for _, count in samples)
     return Cell(
@@ -211,6 +249,7 @@ async def cell(
         tokens_per_s=round(tokens / seconds, 1),
         first_token_p50_ms=round(statistics.median(firsts), 1),
         first_token_p90_ms=round(firsts[min(len(firsts) - 1, int(0.9 * len(firsts)))], 1),
+        others_cpu_cores=others_cores,
     )
 
 
@@ -230,7 +269,8 @@ async def measure(node: NodeProcess, args: argparse.Namespace) -> list[Cell]:
         cells = []
         for clients in args.clients:
             for path in PATHS:
-                found = await cell(path, clients, max(args.requests, clients), senders[path])
+                requests = max(args.requests, clients)
+                found = await cell(path, clients, requests, senders[path], OtherLoad(node))
                 progress(found)
                 cells.append(found)
     await channel.close()
@@ -240,7 +280,7 @@ async def measure(node: NodeProcess, args: argparse.Namespace) -> list[Cell]:
 def progress(found: Cell) -> None:
     print(
         f"  {found.path:<7} {found.clients} clients: {found.tokens_per_s} tok/s, first token "
-        f"p50 {found.first_token_p50_ms} ms",
+        f"p50 {found.first_token_p50_ms} ms (others used {found.others_cpu_cores} cores)",
         file=sys.stderr,
     )
 
@@ -265,13 +305,13 @@ def targets(cells: list[Cell]) -> dict[str, Any]:
 
 def table(cells: list[Cell]) -> list[str]:
     lines = [
-        "| path | clients | requests | tok/s (aggregate) | first token p50 | p90 |",
-        "|---|---|---|---|---|---|",
+        "| path | clients | requests | tok/s (aggregate) | first token p50 | p90 | others' CPU |",
+        "|---|---|---|---|---|---|---|",
     ]
     for c in sorted(cells, key=lambda c: (c.clients, PATHS.index(c.path))):
         lines.append(
             f"| {c.path} | {c.clients} | {c.requests} | {c.tokens_per_s} | "
-            f"{c.first_token_p50_ms} ms | {c.first_token_p90_ms} ms |"
+            f"{c.first_token_p50_ms} ms | {c.first_token_p90_ms} ms | {c.others_cpu_cores} |"
         )
     return lines
 

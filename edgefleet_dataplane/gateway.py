@@ -178,9 +178,11 @@ class OpenAiGateway:
             options=parse_options(body),
             request_id=request.headers.get("x-request-id", ""),  # the router fills in one
         )
-        chunks = self._router.invoke_agent(invoke, REQUEST_TIMEOUT_S)
         # The first chunk comes before the response starts: a failure until then is
-        # retried by the router, escalated, or answered with a proper status code.
+        # retried by the router, escalated, or answered with a proper status code. A
+        # whole (not streamed) answer reaches the client only at its end, so until then
+        # (or until a tool starts) the router may still retry it elsewhere.
+        chunks = self._router.invoke_agent(invoke, REQUEST_TIMEOUT_S, whole=not stream)
         try:
             head = await first(chunks)
         except RouteError as error:
@@ -218,6 +220,7 @@ class OpenAiGateway:
             request_id=request.headers.get("x-request-id", ""),
             served_by=served,
             user=body["user"] if isinstance(body.get("user"), str) else "",
+            whole=not wants_stream(body),
         )
         try:
             head = await first(chunks)

@@ -55,3 +55,9 @@ class ReplicaDirectory(Protocol):
         """The API of a node; None while there is no channel to it (not connected yet,
         or reconnecting)."""
         ...
+
+    def moved(self, target: str, kind: TargetKind, node_id: str) -> None:
+        """A replica answered that it no longer serves the target there (it moved away,
+        or was fenced by a newer generation): the directory may stop offering it until
+        it knows better."""
+        ...

@@ -32,6 +32,10 @@ CONNECTION_FAILURES = frozenset(
 )
 """Errors that count against a replica's circuit (not refusals the node sent)."""
 
+MOVED = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION})
+"""Refusals that say the replica is not there any more (moved away, or fenced by a newer
+generation): the router tells its directory."""
+
 Exhausted = Literal[
     "no-ready-replica", "circuits-open", "queues-full", "replicas-failed", "retry-budget-spent"
 ]

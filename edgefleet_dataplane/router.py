@@ -25,7 +25,7 @@ from edgefleet_dataplane.attempts import RouteAttempts, budget_spent, give_up
 from edgefleet_dataplane.balancer import Balancer, ReplicaStats
 from edgefleet_dataplane.replicas import Candidate, NodeStub, ReplicaDirectory
 from edgefleet_dataplane.retry_budget import RetryBudget
-from edgefleet_dataplane.route_error import CONNECTION_FAILURES, RouteError, stub_status
+from edgefleet_dataplane.route_error import CONNECTION_FAILURES, MOVED, RouteError, stub_status
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,11 @@ class Router:
         return self._directory.ready(target, kind)
 
     async def invoke_agent(
-        self, request: node_pb2.InvokeAgentRequest, timeout: float
+        self, request: node_pb2.InvokeAgentRequest, timeout: float, *, whole: bool = False
     ) -> AsyncIterator[node_pb2.InvokeAgentChunk]:
-        """Run an agent request on a ready replica; yields its chunks."""
+        """Run an agent request on a ready replica; yields its chunks. With `whole` (the
+        caller answers only once the reply is complete), an attempt that breaks off is
+        retried elsewhere until a tool starts."""
         request.request_id = request.request_id or uuid.uuid4().hex
 
         def call(stub: NodeStub, candidate: Candidate, remaining: float) -> AsyncIterable[Any]:
@@ -70,7 +72,8 @@ class Router:
             return stub.InvokeAgent(attempt, timeout=remaining)
 
         user = request.options.user
-        async for chunk in self._route(request.agent, "agent", call, timeout, user=user):
+        route = self._route(request.agent, "agent", call, timeout, user=user, whole=whole)
+        async for chunk in route:
             yield chunk
 
     async def proxy_model(
@@ -81,10 +84,13 @@ class Router:
         request_id: str = "",
         served_by: list[str] | None = None,
         user: str = "",
+        *,
+        whole: bool = False,
     ) -> AsyncIterator[node_pb2.ProxyModelChunk]:
         """Send an OpenAI chat-completions body to a node that has `alias` loaded; yields
         the runtime's response (status and content type on the first chunk). The serving
-        node's id is appended to `served_by` before the first chunk."""
+        node's id is appended to `served_by` before the first chunk. With `whole`, an
+        attempt that breaks off before its end is retried elsewhere."""
         request = node_pb2.ProxyModelRequest(
             model=alias, body=body, request_id=request_id or uuid.uuid4().hex
         )
@@ -95,7 +101,7 @@ class Router:
             request.generation = candidate.generation
             return stub.ProxyModel(request, timeout=remaining)
 
-        async for chunk in self._route(alias, "model", call, timeout, served_by, user):
+        async for chunk in self._route(alias, "model", call, timeout, served_by, user, whole):
             yield chunk
 
     async def _route(
@@ -106,10 +112,13 @@ class Router:
         timeout: float,
         served_by: list[str] | None = None,
         user: str = "",
+        whole: bool = False,
     ) -> AsyncIterator[Any]:
         """Try the ready replicas in order until one answers; retry on another only while
         nothing reached the caller. A tool that starts is reported to the caller first,
-        so a request is never retried after a tool (with side effects or not) ran."""
+        so a request is never retried after a tool (with side effects or not) ran. With
+        `whole`, an attempt's chunks are held until it ends (or a tool starts), so a
+        break before then reaches nobody and is retried."""
         attempts = RouteAttempts(target, kind, self._clock() + timeout, self._clock)
         self.budget.request()
         ranked = self._ranked(attempts, user)
@@ -119,7 +128,7 @@ class Router:
                 continue
             if attempts.tried and not self.budget.may_retry():
                 raise budget_spent(attempts)
-            attempt = self._attempt(attempts, candidate, stub, call, served_by)
+            attempt = self._attempt(attempts, candidate, stub, call, served_by, whole)
             async with contextlib.aclosing(attempt):
                 async for chunk in attempt:
                     yield chunk
@@ -147,6 +156,7 @@ class Router:
         stub: NodeStub,
         call: Call,
         served_by: list[str] | None,
+        whole: bool,
     ) -> AsyncGenerator[Any, None]:
         """One attempt on one replica: yields its chunks and marks the request answered
         when it ends; raises `RouteError` when no other replica may be tried."""
@@ -155,15 +165,19 @@ class Router:
         self.balancer.claim_trial(target, node)  # only a half-open circuit has one
         self.balancer.started(target, node)
         started = self._clock()
-        sent_any = False
+        delivery = _Delivery(whole)
         try:
             async for chunk in call(stub, candidate, attempts.remaining()):
-                if not sent_any:
+                if not delivery.heard:
                     self.balancer.first_byte(target, node, (self._clock() - started) * 1000)
-                    if served_by is not None:
+                for passed in delivery.receive(chunk):
+                    if served_by is not None and not served_by:
                         served_by.append(node)
-                    sent_any = True
-                yield chunk
+                    yield passed
+            for passed in delivery.end():
+                if served_by is not None and not served_by:
+                    served_by.append(node)
+                yield passed
             attempts.answered = True
         except RouteError:  # a StatusError too, but the router's own verdict: passed on
             raise
@@ -173,9 +187,51 @@ class Router:
             code, details = stub_status(exc)
             if code in CONNECTION_FAILURES:
                 self.balancer.failed(target, node)
-            error = attempts.failed(node, code, details, sent_any)
+            elif code in MOVED:
+                self._directory.moved(target, attempts.kind, node)
+            error = attempts.failed(node, code, details, delivery.reached)
             if error is not None:
                 raise error from exc
             log.info("retrying on another replica", extra={"target": target, "failed": node})
         finally:
             self.balancer.finished(target, node)
+
+
+class _Delivery:
+    """What of one attempt's chunks has reached the caller.
+
+    Chunks pass straight on, unless the caller takes the answer only `whole`: then they
+    are held until the attempt ends, or until a tool starts (which the caller must hear
+    of before anything could run it twice); held chunks that never passed on let the
+    request go to another replica.
+    """
+
+    def __init__(self, whole: bool) -> None:
+        self._holding = whole
+        self._held: list[Any] = []
+        self.heard = False
+        """Whether the replica sent anything."""
+        self.reached = False
+        """Whether the caller got anything of this attempt."""
+
+    def receive(self, chunk: Any) -> list[Any]:
+        """The chunks to pass on now that `chunk` came."""
+        self.heard = True
+        if self._holding and not _starts_a_tool(chunk):
+            self._held.append(chunk)
+            return []
+        self._holding = False
+        return self._release([chunk])
+
+    def end(self) -> list[Any]:
+        """The chunks still held when the attempt ended well."""
+        return self._release([])
+
+    def _release(self, more: list[Any]) -> list[Any]:
+        passed, self._held = [*self._held, *more], []
+        self.reached = self.reached or bool(passed)
+        return passed
+
+
+def _starts_a_tool(chunk: Any) -> bool:
+    return isinstance(chunk, node_pb2.InvokeAgentChunk) and chunk.HasField("tool")

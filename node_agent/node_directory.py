@@ -95,6 +95,9 @@ class NodeReplicaDirectory:
         self._local = local
         self._local_stub = local_stub
         self._peers = peers
+        self._moved: dict[tuple[str, TargetKind, str], int] = {}
+        """Peer replicas that refused as moved or fenced, with the table generation they
+        refused under: not offered again until a newer table comes."""
 
     def ready(self, target: str, kind: TargetKind) -> list[Candidate]:
         """This node's replica if it is ready, then the table's others, by node id."""
@@ -102,13 +105,27 @@ class NodeReplicaDirectory:
         own = self._local(target, kind)
         if own is not None:
             found.append(own)
+        table = self._table()
         peers = {
             r.node_id: r
-            for r in self._table().replicas(target, kind)
-            if r.node_id != self._node_id  # what this node runs, it knows better
+            for r in table.replicas(target, kind)
+            # What this node runs, it knows better; what refused as moved stays out
+            # until the table changes.
+            if r.node_id != self._node_id
+            and self._moved.get((target, kind, r.node_id)) != table.generation
         }
         found += [Candidate(node, peers[node].generation) for node in sorted(peers)]
         return found
+
+    def moved(self, target: str, kind: TargetKind, node_id: str) -> None:
+        """A peer said it no longer serves the target: leave it out while this table
+        lasts (its own replica, the node knows directly)."""
+        if node_id == self._node_id:
+            return
+        generation = self._table().generation
+        # What was refused under an older table is of no use any more.
+        self._moved = {k: g for k, g in self._moved.items() if g == generation}
+        self._moved[(target, kind, node_id)] = generation
 
     def stub(self, node_id: str) -> NodeStub | None:
         """This node in process, or a peer over mutual TLS; None for a node the table no

@@ -5,13 +5,13 @@ end is `eth0` with an address in a private /24 (10.77.<k>.0/24, `k` unique among
 the labs alive on this machine). The test process may join the lab through the
 bridge address `.254`. Faults: link cut (host-side veth down), a cut between a
 host and one address (nftables inside the namespace), packet loss (nftables) and
-a bandwidth cap (tc tbf on both ends of the
-host's veth). `Lab.close()` kills every process the lab started, then removes the
-veths, the namespaces and the bridge; it is idempotent and also runs at
-interpreter exit. What a killed run left behind is removed by the next lab that
-takes its subnet, or by `sweep_stale()`.
+a bandwidth cap (tc tbf on both ends of the host's veth). `Lab.close()` kills
+every process the lab started, then removes the veths, the namespaces and the
+bridge; it is idempotent and also runs at interpreter exit. What a killed run
+left behind is removed by the next lab that takes its subnet, or by
+`sweep_stale()`.
 
-Needs root and iproute2 (plus nft for loss and tc for bandwidth). `lab_available()`
+Needs root and iproute2 (plus nft for cuts and loss, tc for bandwidth). `lab_available()`
 says why not, for `pytest.skip`.
 """
 

@@ -62,3 +62,8 @@ class FleetReplicaDirectory:
             return None
         stub: NodeStub | None = link.stub
         return stub
+
+    def moved(self, target: str, kind: TargetKind, node_id: str) -> None:
+        """Nothing to forget: the controller offers only what its current assignment
+        places and the node reports ready, so a refusal is a moment's lag that its next
+        status report ends."""

@@ -6,7 +6,10 @@ benchmark (`bench/failover.py`). Every node is a real `edge-node` process with t
 llama.cpp runtime and SmolLM2-135M, started with `ip netns exec` inside its own
 host; the controller runs in the root namespace, joined to the lab through the
 bridge address `.254`, with its mDNS bound to that address only (nothing is
-multicast on the machine's own interfaces). The gateway listens on loopback.
+multicast on the machine's own interfaces). The controller's gateway listens on
+loopback; every node's gateway listens on its lab address (HTTPS with the node's
+cluster certificate, API keys from `edgectl apikey create`), reachable from the
+test process through the bridge.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Literal
 
 import grpc
 import httpx
+import httpx2
 import openai
 
 from edgefleet.v1 import (
@@ -33,6 +37,7 @@ from edgefleet.v1 import (
 from edgefleet_common.grpc_transport import client_options
 from orchestrator.cli.output import agent_state, node_state
 from tests.cluster_pki import node_channel
+from tests.e2e.gateway_tls import node_gateway_client
 from tests.integration.controller_process import (
     ControllerProcess,
     smollm2_catalog,
@@ -45,6 +50,7 @@ from tests.polling import wait_for
 AGENT = "desk"
 ALIAS = "smollm2-135m"
 NODE_PORT = 7443
+NODE_GATEWAY_PORT = 7480
 NODES = ("n1", "n2", "n3")
 
 # Two replicas of the agent, preferred on n1 and n2; n3 has the model loaded and
@@ -92,15 +98,20 @@ def running_agents(node_id: str, address: str, timeout: float = 3.0) -> dict[str
     Asked of the node directly, not the controller, so a fenced-off replica the
     controller no longer counts is still seen.
     """
+    return {a.name: a.state for a in node_status(node_id, address, timeout).agents}
+
+
+def node_status(node_id: str, address: str, timeout: float = 3.0) -> node_pb2.NodeStatus:
+    """A node's own current status (the first message of its status stream)."""
     with node_channel(node_id, address) as channel:
         stream = node_pb2_grpc.NodeServiceStub(channel).WatchStatus(
             node_pb2.WatchStatusRequest(controller_id="lab-observer"), timeout=timeout
         )
         try:
-            first = next(iter(stream))
+            first: node_pb2.NodeStatus = next(iter(stream))
+            return first
         finally:
             stream.cancel()
-    return {a.name: a.state for a in first.agents}
 
 
 @dataclass
@@ -127,6 +138,7 @@ class LabFleet:
             port=NODE_PORT,
             catalog=self.catalog,
             mdns_interfaces=[host.ip],
+            extra_args=["--gateway-listen", f"{host.ip}:{NODE_GATEWAY_PORT}"],
             prefix=["ip", "netns", "exec", host.netns],
             ready_timeout=60,
         )
@@ -136,6 +148,58 @@ class LabFleet:
     def kill(self, name: str) -> None:
         """SIGKILL the node daemon (its model servers die with it)."""
         self.nodes.pop(name).kill()
+
+    def kill_controller(self) -> None:
+        """SIGKILL the controller, as a power cut would."""
+        self._drop_channel()
+        self.controller.kill()
+
+    def restart_controller(self) -> ControllerProcess:
+        """Start the controller again with the same data folder, API address and gateway
+        address (so clients of either need not be told)."""
+        self._drop_channel()
+        old = self.controller
+        old.close()
+        gateway = old.gateway_url.removeprefix("http://").removesuffix("/v1")
+        assert self.lab.ip is not None, "the lab must be joined"
+        self.controller = start_controller(
+            old.data_dir,
+            mdns_interfaces=[self.lab.ip],
+            port=int(old.address.rsplit(":", 1)[1]),
+            gateway=True,
+            # The later option wins: the same gateway address as before.
+            extra_args=["--gateway-listen", gateway],
+        )
+        self.controller.gateway_url = old.gateway_url
+        return self.controller
+
+    def _drop_channel(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def api_key(self, description: str = "lab traffic") -> str:
+        """A new gateway API key, made with `edgectl apikey create`."""
+        made = self.controller.edgectl("apikey", "create", "--description", description)
+        return made.stdout.strip()
+
+    def node_gateway_url(self, name: str) -> str:
+        """The OpenAI base URL of node `name`'s gateway (HTTPS, on its lab address)."""
+        return f"https://{self.hosts[name].ip}:{NODE_GATEWAY_PORT}/v1"
+
+    def node_client(self, name: str, api_key: str, timeout: float = 30.0) -> openai.OpenAI:
+        """An `openai` client (no retries) on node `name`'s gateway."""
+        return openai.OpenAI(
+            base_url=self.node_gateway_url(name),
+            api_key=api_key,
+            max_retries=0,
+            timeout=timeout,
+            http_client=node_gateway_client(name, timeout),
+        )
+
+    def node_status(self, name: str) -> node_pb2.NodeStatus:
+        """What node `name` itself reports now."""
+        return node_status(name, self.nodes[name].address)
 
     def close(self) -> None:
         """Stop everything this fleet started; the lab removes the hosts."""
@@ -264,7 +328,9 @@ class Traffic:
     Two threads: one sends whole (non-streamed) requests to the agent, one streams
     from the model alias; each starts a request every `interval` seconds (or as
     soon as the previous one ends, if later). Each stops at `stop()`, after
-    `max_requests`, or after `max_seconds`, whichever comes first.
+    `max_requests`, or after `max_seconds`, whichever comes first. A gateway off
+    loopback takes an `api_key` and an `http_client` that trusts its certificate
+    (`node_gateway_client`).
     """
 
     def __init__(
@@ -275,9 +341,15 @@ class Traffic:
         max_requests: int = 2000,
         max_seconds: float = 600.0,
         request_timeout: float = 30.0,
+        api_key: str = "unused",
+        http_client: httpx2.Client | None = None,
     ) -> None:
         self._client = openai.OpenAI(
-            base_url=gateway_url, api_key="unused", max_retries=0, timeout=request_timeout
+            base_url=gateway_url,
+            api_key=api_key,
+            max_retries=0,
+            timeout=request_timeout,
+            http_client=http_client,
         )
         self._interval = interval
         self._max_requests = max_requests
@@ -337,7 +409,7 @@ class Traffic:
             if not reply.choices:
                 raise ValueError("an answer without choices")
             return Outcome("agent", started, time.time(), raw.headers.get("x-edgefleet-node", ""))
-        except (openai.OpenAIError, httpx.HTTPError, ValueError) as exc:
+        except (openai.OpenAIError, httpx.HTTPError, httpx2.HTTPError, ValueError) as exc:
             return Outcome("agent", started, time.time(), "", error=_describe(exc))
 
     def _stream(self) -> Outcome:
@@ -358,7 +430,7 @@ class Traffic:
             if chunks == 0:
                 raise ValueError("a stream without chunks")
             return Outcome("model-stream", started, time.time(), node)
-        except (openai.OpenAIError, httpx.HTTPError, ValueError) as exc:
+        except (openai.OpenAIError, httpx.HTTPError, httpx2.HTTPError, ValueError) as exc:
             return Outcome(
                 "model-stream",
                 started,

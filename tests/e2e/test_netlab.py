@@ -214,6 +214,29 @@ def test_link_down_cuts_the_host_off_and_link_up_heals_it(lab: Lab) -> None:
     print(f"connect after link_up: {healed:.3f} s")
 
 
+def _connects_from(host: Host, ip: str) -> bool:
+    probe = f"import socket; socket.create_connection(({ip!r}, {PORT}), timeout=1.0).close()"
+    return host.run([sys.executable, "-c", probe], check=False).returncode == 0
+
+
+def test_a_cut_between_two_addresses_spares_the_rest_of_the_lab(lab: Lab) -> None:
+    a, b = lab.add_host("a"), lab.add_host("b")
+    assert lab.ip is not None
+    _server(a)
+    assert _connects_from(b, a.ip)
+    a.cut_from(b.ip)
+    assert not _connects_from(b, a.ip), "b connected through the cut"
+    assert _connects(a.ip, 5), "the cut also cut the test process off"
+    a.heal_cuts()
+    assert _connects_from(b, a.ip)
+    # A cut of one port: the test process loses that port of `a`, b keeps it.
+    a.cut_from(lab.ip, port=PORT)
+    assert not _connects(a.ip, 1.0), "connected to a cut port"
+    assert _connects_from(b, a.ip)
+    a.heal_cuts()
+    _wait_connects(a.ip, within=10)
+
+
 def test_packet_loss_drops_traffic_and_clear_restores_it(lab: Lab) -> None:
     a = lab.add_host("a")
     _server(a)

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from edgefleet_common.ports import free_port
-from node_agent.runtimes.llamacpp_server import find_server
+from node_agent.runtimes.llamacpp_server import find_server, server_environment
 
 READY_TIMEOUT_S = 60.0
 
@@ -55,7 +55,7 @@ def llama_server(
         "--alias", alias,
         "--host", "127.0.0.1",
         "--port", str(port),
-        "--threads", "2",
+        "--threads", "1",
         "--parallel", str(parallel),
         "--ctx-size", str(2048 * parallel),
         "--jinja",
@@ -65,7 +65,9 @@ def llama_server(
         "--log-colors", "off",
     ]  # fmt: skip
     with log_path.open("wb") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=server_environment()
+        )
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S

@@ -268,6 +268,9 @@ def start_node(
         "--listen", f"{listen_host}:{port}",
         "--data-dir", str(data_dir),
         "--metrics", f"{'127.0.0.1:0' if metrics else 'off'}",
+        # No gateway unless a test asks for one in `extra_args` (the later option wins):
+        # nodes started together would all want the default port.
+        "--gateway-listen", "off",
     ]  # fmt: skip
     if mdns_interfaces:
         for interface in mdns_interfaces:

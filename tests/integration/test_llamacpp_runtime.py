@@ -191,6 +191,8 @@ def test_load_serve_survive_a_kill_and_unload() -> None:
             assert option(server, "--parallel") == "4", "the default slot count"
             assert option(server, "--ctx-size") == str(4 * 2048), "2048 tokens per slot"
             assert "--jinja" in server.cmdline()
+            expected_policy = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
+            assert server.environ()["OMP_WAIT_POLICY"] == expected_policy, "no spinning"
             assert runtime.slots(ALIAS) == 4
             assert os.getpgid(server.pid) == server.pid, "in a process group of its own"
             server.send_signal(signal.SIGKILL)

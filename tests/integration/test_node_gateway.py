@@ -336,9 +336,12 @@ def test_a_node_gateway_off_loopback_serves_https_with_its_certificate_and_needs
         request = node_pb2.ApplyRoutesRequest(table=table_to_proto(table))
         node.stub().ApplyRoutes(request, timeout=10)
         assert get(KEY).status_code == 200
-        wrong = get(KEY + "x")
+        wrong = get(KEY[:-1] + ("0" if KEY[-1] != "0" else "1"))  # well formed, not issued
         assert wrong.status_code == 401
         assert "not a key in force" in wrong.json()["error"]["message"]
+        malformed = get(KEY + "x")
+        assert malformed.status_code == 401
+        assert "looks like efk_" in malformed.json()["error"]["message"]
         info = node.stub().GetInfo(node_pb2.GetInfoRequest(), timeout=5)
         assert info.gateway_url.startswith("https://")
         assert info.gateway_url.endswith(f":{port}/v1")

@@ -337,20 +337,20 @@ def test_a_request_the_node_rejects_as_invalid_is_not_escalated(cloud: FakeOpenA
     assert cloud.requests == []
 
 
-@pytest.mark.parametrize(
-    "first",
-    [
-        node_pb2.InvokeAgentChunk(delta="partial", node_id="edge-1"),
-        node_pb2.InvokeAgentChunk(
-            tool=node_pb2.ToolEvent(
-                phase=node_pb2.ToolEvent.PHASE_STARTED, tool="email", side_effects=True
-            ),
-            node_id="edge-1",
-        ),
-    ],
-    ids=["answer-started", "tool-started"],
+PARTIAL = node_pb2.InvokeAgentChunk(delta="partial", node_id="edge-1")
+TOOL_STARTED = node_pb2.InvokeAgentChunk(
+    tool=node_pb2.ToolEvent(
+        phase=node_pb2.ToolEvent.PHASE_STARTED, tool="email", side_effects=True
+    ),
+    node_id="edge-1",
 )
-@pytest.mark.parametrize("stream", [False, True])
+
+
+@pytest.mark.parametrize(
+    ("first", "stream"),
+    [(PARTIAL, True), (TOOL_STARTED, True), (TOOL_STARTED, False)],
+    ids=["streamed-answer-started", "streamed-tool-started", "whole-tool-started"],
+)
 def test_an_unknown_outcome_is_not_escalated(
     cloud: FakeOpenAIServer, first: node_pb2.InvokeAgentChunk, stream: bool
 ) -> None:
@@ -360,6 +360,17 @@ def test_an_unknown_outcome_is_not_escalated(
     assert b"outcome is unknown" in body
     assert cloud.requests == []
     assert setup.escalator.escalated == {}
+
+
+def test_a_whole_answer_that_broke_off_before_any_tool_escalates(
+    cloud: FakeOpenAIServer,
+) -> None:
+    # The client would have had nothing of it yet, and nothing ran: safe to send elsewhere.
+    setup = Setup(spec(cloud.url), {"edge-1": break_after(PARTIAL)})
+    response, body = setup.run(ask(stream=False))
+    assert header(response, "x-edgefleet-escalated") == "replicas-failed"
+    assert b"partial" not in body
+    assert len(cloud.requests) == 1
 
 
 # -- the escalation endpoint failing ------------------------------------------------------

@@ -29,6 +29,7 @@ class RecordingRouter:
 
     content_type: str = "application/json"
     sent: list[bytes] = field(default_factory=list)
+    whole: list[bool] = field(default_factory=list)
 
     def ready(self, target: str, kind: str) -> list[Any]:
         return []
@@ -41,8 +42,11 @@ class RecordingRouter:
         request_id: str = "",
         served_by: list[str] | None = None,
         user: str = "",
+        *,
+        whole: bool = False,
     ) -> AsyncIterator[node_pb2.ProxyModelChunk]:
         self.sent.append(body)
+        self.whole.append(whole)
         if served_by is not None:
             served_by.append("edge-1")
         if self.content_type == "text/event-stream":
@@ -85,6 +89,7 @@ def test_a_body_naming_the_alias_without_metadata_goes_as_the_client_sent_it(raw
     router = RecordingRouter()
     response, body = ask(raw, router)
     assert router.sent == [raw]
+    assert router.whole == [True]  # not streamed: a break before the end may be retried
     assert response.status == 200
     assert body == ANSWER
     assert ("x-edgefleet-node", "edge-1") in response.headers
@@ -112,6 +117,7 @@ def test_an_event_stream_is_relayed_as_the_runtime_sent_it() -> None:
     raw = b'{"model":"tiny","messages":[{"role":"user","content":"hi"}],"stream":true}'
     response, body = ask(raw, router)
     assert router.sent == [raw]
+    assert router.whole == [False]  # streamed: what reaches the client is not taken back
     assert response.stream is not None
     assert ("content-type", "text/event-stream") in response.headers
     assert body == b"".join(EVENTS)

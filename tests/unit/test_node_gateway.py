@@ -44,7 +44,7 @@ from node_agent.config import NodeConfig
 from node_agent.daemon import Node
 from node_agent.gateway_host import NodeGateway, gateway_tls
 from node_agent.local_stub import LocalStub
-from node_agent.node_directory import local_replica
+from node_agent.node_directory import NodeReplicaDirectory, local_replica
 from node_agent.node_trust import ServingCredentials, unjoined_credentials
 from node_agent.peer_channels import PeerChannels
 from node_agent.runtimes.base import Runtime, StateListener
@@ -400,6 +400,37 @@ def test_one_channel_per_peer_replaced_when_it_moves_or_the_certificate_renews()
             assert renewed is not moved
             peers.retain({"n3"})
             assert peers.stub("n2", "127.0.0.1:2") is not renewed
+        finally:
+            await peers.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_a_peer_that_refused_as_moved_is_left_out_until_a_newer_table() -> None:
+    def replicas_table(generation: int) -> RoutingTable:
+        replicas = tuple(
+            ReplicaRoute(node_id=n, address=f"127.0.0.1:{port}", generation=3)
+            for n, port in (("n2", 1), ("n3", 2))
+        )
+        targets = (TargetRoutes(name="helper", kind="agent", replicas=replicas),)
+        return RoutingTable(generation=generation, targets=targets)
+
+    current = [replicas_table(4)]
+    serving = ServingCredentials(node_credentials("n1"))
+
+    async def scenario() -> None:
+        peers = PeerChannels(serving)
+        try:
+            no_local_stub: Any = None  # n1 runs nothing here: its stub is never asked for
+            directory = NodeReplicaDirectory(
+                "n1", lambda: current[0], lambda target, kind: None, no_local_stub, peers
+            )
+            assert [c.node_id for c in directory.ready("helper", "agent")] == ["n2", "n3"]
+            directory.moved("helper", "agent", "n2")
+            assert [c.node_id for c in directory.ready("helper", "agent")] == ["n3"]
+            assert [c.node_id for c in directory.ready("helper", "model")] == []
+            current[0] = replicas_table(5)  # a newer table: the controller knows better
+            assert [c.node_id for c in directory.ready("helper", "agent")] == ["n2", "n3"]
         finally:
             await peers.close()
 

@@ -89,12 +89,16 @@ class Directory:
 
     stubs: dict[str, Stub]
     reconnecting: set[str] = field(default_factory=set)
+    moved_away: list[tuple[str, str, str]] = field(default_factory=list)
 
     def ready(self, target: str, kind: TargetKind) -> list[Candidate]:
         return [Candidate(node, generation=1) for node in sorted(self.stubs)]
 
     def stub(self, node_id: str) -> Stub | None:
         return None if node_id in self.reconnecting else self.stubs.get(node_id)
+
+    def moved(self, target: str, kind: TargetKind, node_id: str) -> None:
+        self.moved_away.append((target, kind, node_id))
 
 
 def index(strategy: Strategy | None = "peak-ewma", *, distributed: bool = True) -> RoutingIndex:
@@ -196,11 +200,60 @@ def test_a_refusal_before_any_answer_is_retried_on_another_replica() -> None:
     assert (stats.failures, stats.in_flight) == (1, 0)
 
 
+@pytest.mark.parametrize("code", [grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION])
+def test_a_replica_that_moved_away_is_retried_elsewhere_and_told_to_the_directory(
+    code: grpc.StatusCode,
+) -> None:
+    setup = Setup({"edge-a": refuse(code), "edge-b": answer}, index(None))
+    assert setup.ask() == "edge-b"
+    assert setup.directory.moved_away == [(AGENT, "agent", "edge-a")]
+
+
+def test_a_replica_that_fails_to_connect_is_not_said_to_have_moved() -> None:
+    setup = Setup({"edge-a": refuse(grpc.StatusCode.UNAVAILABLE), "edge-b": answer}, index(None))
+    assert setup.ask() == "edge-b"
+    assert setup.directory.moved_away == []
+
+
 def test_an_answer_that_broke_off_is_not_retried_and_never_escalates() -> None:
     setup = Setup({"edge-a": break_after_answering, "edge-b": answer}, index(None))
     error = setup.refused()
     assert "outcome is unknown" in str(error)
     assert error.exhausted is None
+    assert setup.calls() == [1, 0]
+
+
+async def break_after_a_tool(node: str) -> AsyncIterator[node_pb2.InvokeAgentChunk]:
+    yield node_pb2.InvokeAgentChunk(delta="let me look", node_id=node)
+    chunk = node_pb2.InvokeAgentChunk(node_id=node)
+    chunk.tool.tool = "email"
+    chunk.tool.side_effects = True
+    yield chunk
+    raise rpc_error(grpc.StatusCode.UNAVAILABLE)
+
+
+def whole_answer(setup: Setup) -> list[node_pb2.InvokeAgentChunk]:
+    """The chunks of one agent request whose caller takes the answer only whole."""
+
+    async def request() -> list[node_pb2.InvokeAgentChunk]:
+        invoke = node_pb2.InvokeAgentRequest(agent=AGENT)
+        return [c async for c in setup.router.invoke_agent(invoke, 30.0, whole=True)]
+
+    return asyncio.run(request())
+
+
+def test_a_whole_answer_that_broke_off_before_its_end_is_retried_elsewhere() -> None:
+    setup = Setup({"edge-a": break_after_answering, "edge-b": answer}, index(None))
+    chunks = whole_answer(setup)
+    # Nothing of edge-a's partial answer reaches the caller: only edge-b's whole one.
+    assert [(c.node_id, c.delta) for c in chunks] == [("edge-b", "hello"), ("edge-b", "")]
+    assert setup.calls() == [1, 1]
+
+
+def test_a_whole_answer_is_not_retried_once_a_tool_started() -> None:
+    setup = Setup({"edge-a": break_after_a_tool, "edge-b": answer}, index(None))
+    with pytest.raises(RouteError, match="outcome is unknown"):
+        whole_answer(setup)
     assert setup.calls() == [1, 0]
 
 
