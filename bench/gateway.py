@@ -10,6 +10,9 @@ Targets, all in one run, on the same upstreams:
   gateway → gRPC → `edge-node` (runtime `openai`) → upstream;
 * `edgefleet-node` — an app on the box: client → the node's own gateway on
   loopback → its local replica, called in process → upstream;
+* `edgefleet-node-peer` — the peer path: client → the gateway of a node with no
+  replica of the alias → mutual TLS gRPC → the node that has one → upstream
+  (checked from `X-EdgeFleet-Node` before measuring);
 * `litellm` — LiteLLM's proxy, one worker, telemetry off, a master key set (it
   refuses to start without one), its documented retry and cool-down settings;
 * `nginx` — nginx as a plain reverse proxy, one worker: the floor for one hop.
@@ -23,10 +26,12 @@ end-to-end row.
 Figures per target, mode and concurrency (1, 16, 64): latency p50/p99 and
 requests/s (wrk, one thread, whole answers), time to the first byte of a stream
 (a Python asyncio client on raw keep-alive connections), and the proxy's CPU
-time per request (psutil: EdgeFleet counts the controller and the node, not the
-model server; nginx its master and worker; LiteLLM its process tree). Then a
-failover run per proxy: two upstreams (for EdgeFleet: two nodes, each with its
-own), load from 16 clients, one upstream SIGKILLed; failed requests counted.
+time per request (psutil: EdgeFleet counts the controller and the node, the peer
+path both nodes, never the model server; nginx its master and worker; LiteLLM
+its process tree). Then a failover run per proxy: two upstreams (for EdgeFleet:
+two nodes, each with its own), load from 16 clients, one upstream SIGKILLed;
+for the peer path, a front node and two peers, one peer SIGKILLed; failed
+requests counted.
 
 Everything runs on 127.0.0.1; every load loop is bounded in time and count.
 Results go to bench/results/gateway.json and are printed as tables.
@@ -36,15 +41,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+
+import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -53,6 +58,9 @@ from gateway_load import wrk_version  # noqa: E402
 from gateway_machine import OtherLoad, describe  # noqa: E402
 from gateway_nginx import Upstream  # noqa: E402
 from gateway_nginx import version as nginx_version  # noqa: E402
+from gateway_peer import NAME as PEER  # noqa: E402
+from gateway_peer import PeerTarget, peer_gateway  # noqa: E402
+from gateway_report import cells_table, failover_table, llama_table, verdicts  # noqa: E402
 from gateway_runs import (  # noqa: E402
     Cell,
     EndToEnd,
@@ -96,12 +104,16 @@ def overhead(
     try:
         edgefleet = start_edgefleet(
             tmp / "edgefleet",
-            {"bench-node": {"zero": upstream.json_url, "zero-sse": upstream.sse_url}},
+            {
+                "bench-node": {"zero": upstream.json_url, "zero-sse": upstream.sse_url},
+                "bench-front": {},
+            },
             ROUTES,
             llama_node="bench-node",
         )
         targets.append(edgefleet)
         targets.append(node_gateway(edgefleet, "bench-node", ROUTES))
+        targets.append(peer_gateway(edgefleet, "bench-front", ["bench-node"], ROUTES))
         llama = f"http://127.0.0.1:{edgefleet.llama_port()}/v1"
         urls = {"json": upstream.json_url, "sse": upstream.sse_url, "llama": llama}
         targets.insert(0, direct(urls))
@@ -115,7 +127,7 @@ def overhead(
             notes,
         )
         if litellm is not None:
-            targets.insert(3, litellm)
+            targets.insert(4, litellm)
         for target in targets:
             warm_up(target)
         cells: list[Cell] = []
@@ -157,7 +169,7 @@ def maybe_litellm(start: Callable[[], Target], notes: list[str]) -> Target | Non
 
 def failovers(tmp: Path, args: argparse.Namespace, notes: list[str]) -> list[Failover]:
     found: list[Failover] = []
-    for name in ("edgefleet", "litellm", "nginx"):
+    for name in ("edgefleet", PEER, "litellm", "nginx"):
         folder = tmp / f"failover-{name}"
         first = Upstream(folder / "u1", free_port(), free_port())
         second = Upstream(folder / "u2", free_port(), free_port())
@@ -168,16 +180,16 @@ def failovers(tmp: Path, args: argparse.Namespace, notes: list[str]) -> list[Fai
                 continue
             warm_up(target)
             used: list[float] = []
-
-            def kill(upstream: Upstream = first, used: list[float] = used) -> None:
-                used.append(cpu_seconds(upstream.processes()))
-                upstream.kill()
-
+            kill = (
+                peer_killer(target, "node-1", used)
+                if name == PEER
+                else upstream_killer(first, used)
+            )
             report, _ = failover(
                 target, kill, args.failover_concurrency, args.failover_seconds, args.kill_at
             )
             report.killed_upstream_cpu_s = round(used[0], 2) if used else 0.0
-            if report.failed and name == "edgefleet":
+            if report.failed and name in ("edgefleet", PEER):
                 notes.append(f"edgefleet failover: {edgefleet_logs(target)}")
             found.append(report)
             progress(f"failover {name}: {report.failed} of {report.requests} failed")
@@ -189,6 +201,30 @@ def failovers(tmp: Path, args: argparse.Namespace, notes: list[str]) -> list[Fai
     return found
 
 
+def upstream_killer(upstream: Upstream, used: list[float]) -> Callable[[], None]:
+    """SIGKILL `upstream`, first noting in `used` the CPU it had used."""
+
+    def kill() -> None:
+        used.append(cpu_seconds(upstream.processes()))
+        upstream.kill()
+
+    return kill
+
+
+def peer_killer(target: Target, node_id: str, used: list[float]) -> Callable[[], None]:
+    """SIGKILL the peer node `node_id` of the peer target, first noting in `used` the CPU it
+    had used."""
+    if not isinstance(target, PeerTarget) or target.fleet is None:
+        raise TypeError(f"{target.name} is not a peer target owning its fleet")
+    peer = next(n for n in target.fleet.nodes if n.node_id == node_id)
+
+    def kill() -> None:
+        used.append(cpu_seconds([psutil.Process(peer.pid)]))
+        peer.kill()
+
+    return kill
+
+
 def start_failover_target(
     name: str, folder: Path, first: str, second: str, notes: list[str]
 ) -> Target | None:
@@ -196,6 +232,15 @@ def start_failover_target(
     if name == "edgefleet":
         nodes = {"node-1": {"zero": first}, "node-2": {"zero": second}}
         return start_edgefleet(folder / "edgefleet", nodes, routes)
+    if name == PEER:
+        # node-0 holds nothing: every request it takes goes to node-1 or node-2.
+        nodes = {"node-0": {}, "node-1": {"zero": first}, "node-2": {"zero": second}}
+        fleet = start_edgefleet(folder / "edgefleet", nodes, routes)
+        try:
+            return peer_gateway(fleet, "node-0", ["node-1", "node-2"], routes, owns_fleet=True)
+        except BaseException:
+            fleet.close()
+            raise
     if name == "litellm":
         return maybe_litellm(
             lambda: start_litellm(folder / "litellm", {"zero": [first, second]}, routes), notes
@@ -205,10 +250,11 @@ def start_failover_target(
 
 def edgefleet_logs(target: Target) -> str:
     """The controller's and nodes' last lines, to say where requests failed."""
-    if not isinstance(target, EdgeFleetTarget):
+    fleet = target.fleet if isinstance(target, PeerTarget) else target
+    if not isinstance(fleet, EdgeFleetTarget):
         return ""
-    parts = [target.controller.log(15)] if target.controller is not None else []
-    parts += [node.log(15) for node in target.nodes]
+    parts = [fleet.controller.log(15)] if fleet.controller is not None else []
+    parts += [node.log(15) for node in fleet.nodes]
     return "\n".join(parts)
 
 
@@ -217,141 +263,6 @@ def edgefleet_logs(target: Target) -> str:
 
 def progress(message: str) -> None:
     print(f"  {message}", file=sys.stderr, flush=True)
-
-
-def ms(value: float | None) -> str:
-    if value is None or math.isnan(value):
-        return "-"
-    return f"{value:.2f}" if value < 100 else f"{value:.0f}"
-
-
-def added(value: float | None, base: float | None) -> str:
-    if value is None or base is None:
-        return "-"
-    return f"{value - base:+.2f}" if abs(value - base) < 100 else f"{value - base:+.0f}"
-
-
-def cells_table(cells: Sequence[Cell], mode: str) -> Iterator[str]:
-    base = {c.concurrency: c for c in cells if c.target == "direct" and c.mode == mode}
-    if mode == "non-streaming":
-        yield (
-            "| target | clients | req/s | p50 ms | p99 ms | added p50 | added p99 "
-            "| proxy CPU/req | proxy RSS | errors | upstream CPU |"
-        )
-        yield "|---" * 11 + "|"
-        for c in cells:
-            if c.mode != mode:
-                continue
-            b = base.get(c.concurrency)
-            yield (
-                f"| {c.target} | {c.concurrency} | {c.per_second:,.0f} | {ms(c.p50_ms)} "
-                f"| {ms(c.p99_ms)} | {added(c.p50_ms, b.p50_ms if b else None)} "
-                f"| {added(c.p99_ms, b.p99_ms if b else None)} | {cpu(c)} | {rss(c)} "
-                f"| {c.errors} | {c.upstream_cpu_percent:.0f} % |"
-            )
-        return
-    yield (
-        "| target | clients | req/s (wrk) | first byte p50 ms | p99 ms | added p50 | added p99 "
-        "| proxy CPU/req | errors | client CPU |"
-    )
-    yield "|---" * 10 + "|"
-    for c in cells:
-        if c.mode != mode:
-            continue
-        b = base.get(c.concurrency)
-        yield (
-            f"| {c.target} | {c.concurrency} | {c.per_second:,.0f} | {ms(c.ttfb_p50_ms)} "
-            f"| {ms(c.ttfb_p99_ms)} | {added(c.ttfb_p50_ms, b.ttfb_p50_ms if b else None)} "
-            f"| {added(c.ttfb_p99_ms, b.ttfb_p99_ms if b else None)} | {cpu(c)} "
-            f"| {c.errors + c.ttfb_errors} | {c.client_cpu_percent:.0f} % |"
-        )
-
-
-def cpu(cell: Cell) -> str:
-    return "-" if cell.cpu_ms_per_request is None else f"{cell.cpu_ms_per_request:.2f} ms"
-
-
-def rss(cell: Cell) -> str:
-    return "-" if cell.rss_mib is None else f"{cell.rss_mib:.0f} MiB"
-
-
-def llama_table(rows: Sequence[EndToEnd]) -> Iterator[str]:
-    base = next((r for r in rows if r.target == "direct"), None)
-    yield (
-        "| target | first byte p50 ms | p90 ms | added p50 | whole answer p50 ms | p90 ms "
-        "| added p50 | errors |"
-    )
-    yield "|---" * 8 + "|"
-    for r in rows:
-        yield (
-            f"| {r.target} | {ms(r.ttfb_p50_ms)} | {ms(r.ttfb_p90_ms)} "
-            f"| {added(r.ttfb_p50_ms, base.ttfb_p50_ms if base else None)} "
-            f"| {ms(r.whole_p50_ms)} | {ms(r.whole_p90_ms)} "
-            f"| {added(r.whole_p50_ms, base.whole_p50_ms if base else None)} | {r.errors} |"
-        )
-
-
-def failover_table(rows: Sequence[Failover]) -> Iterator[str]:
-    yield (
-        "| target | requests | failed | failures seen (after the kill) | req/s before | after "
-        "| errors |"
-    )
-    yield "|---" * 7 + "|"
-    for r in rows:
-        window = (
-            "none"
-            if r.first_failure_s is None
-            else f"{r.first_failure_s:.2f} s … {r.last_failure_s:.2f} s"
-        )
-        errors = ", ".join(f"{k} x {v}" for k, v in sorted(r.errors.items())) or "-"
-        yield (
-            f"| {r.target} | {r.requests:,} | {r.failed} | {window} "
-            f"| {r.per_second_before:,.0f} | {r.per_second_after:,.0f} | {errors} |"
-        )
-
-
-def verdicts(cells: Sequence[Cell], rows: Sequence[Failover]) -> dict[str, Any]:
-    """The issue's targets, checked against what was measured."""
-
-    def get(target: str, mode: str, concurrency: int) -> Cell | None:
-        return next(
-            (c for c in cells if (c.target, c.mode, c.concurrency) == (target, mode, concurrency)),
-            None,
-        )
-
-    found: dict[str, Any] = {}
-    base = get("direct", "non-streaming", 1)
-    for target, prefix in (("edgefleet", ""), ("edgefleet-node", "local_")):
-        ours = get(target, "non-streaming", 1)
-        if ours and base:
-            extra = round(ours.p50_ms - base.p50_ms, 3)
-            found[f"{prefix}overhead_p50_ms_at_1"] = {
-                "measured": extra,
-                "target": 1.0,
-                "met": extra <= 1.0,
-            }
-        ratios = {}
-        for c in sorted({c.concurrency for c in cells}):
-            ours, theirs = get(target, "non-streaming", c), get("litellm", "non-streaming", c)
-            if ours and theirs and theirs.per_second:
-                ratios[str(c)] = round(ours.per_second / theirs.per_second, 2)
-        if ratios:
-            # The local path's target is set at 16 clients; the controller's, at every count.
-            judged = [ratios.get("16", 0.0)] if prefix else list(ratios.values())
-            found[f"{prefix}throughput_vs_litellm"] = {
-                "measured": ratios,
-                "target": 20.0,
-                "at_clients": 16 if prefix else "all",
-                "met": min(judged) >= 20.0,
-            }
-    ours_failover = next((r for r in rows if r.target == "edgefleet"), None)
-    if ours_failover is not None:
-        found["failed_on_upstream_kill"] = {
-            "measured": ours_failover.failed,
-            "target": 0,
-            "met": ours_failover.failed == 0,
-        }
-    return found
 
 
 def main() -> int:
@@ -394,7 +305,8 @@ def main() -> int:
         *llama_table(llama_rows),
         "",
         f"Failover: {args.failover_concurrency} clients, one of two upstreams SIGKILLed "
-        f"{args.kill_at:g} s into {args.failover_seconds:g} s:",
+        f"{args.kill_at:g} s into {args.failover_seconds:g} s ({PEER}: one of two peer "
+        "nodes SIGKILLed):",
         *failover_table(failover_rows),
     ]
     lines.append(f"\nCPU used by other processes during the run: {others:.0f} % of one core")
@@ -423,7 +335,8 @@ def main() -> int:
             "latency_throughput_cpu": "wrk, one thread, keep-alive, whole answers",
             "first_byte_and_failover": "Python asyncio client on raw HTTP/1.1 connections",
             "cpu": "psutil user+system time of the proxy's processes over the wrk run / "
-            "requests; edgefleet = controller + node (not its model servers)",
+            "requests; edgefleet = controller + node, edgefleet-node-peer = the front node "
+            "+ the peer that serves (never model servers)",
         },
         "targets": verdicts(cells, failover_rows),
         "zero_latency": [asdict(c) for c in cells],

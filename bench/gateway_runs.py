@@ -6,7 +6,8 @@
   first byte;
 * `end_to_end` — one request at a time through every target to the llama.cpp
   server, interleaved;
-* `failover` — load through a proxy of two upstreams while one is SIGKILLed.
+* `failover` — load through a proxy of two upstreams (or two peer nodes) while one
+  is SIGKILLed.
 """
 
 from __future__ import annotations
@@ -204,7 +205,8 @@ class Failover:
     samples: list[str]
     """A few distinct failed answers (status and the start of the body)."""
     killed_upstream_cpu_s: float = 0.0
-    """CPU the killed upstream had used: more than nothing shows it was taking traffic."""
+    """CPU the killed upstream (for the peer path: the killed peer node) had used: more than
+    nothing shows it was taking traffic."""
 
 
 def failover(

@@ -6,11 +6,13 @@ and the processes whose CPU time counts as the proxy's:
 * `direct` — the upstream's own URL; no proxy process;
 * `edgefleet` — the controller's OpenAI gateway, which routes over gRPC to
   `edge-node` daemons whose `openai` runtime points at the upstream (the path a
-  user's request takes); the controller and every node count, their model
+  user's request takes); the controller and each node with a replica count, their model
   servers do not;
 * `edgefleet-node` — one node's own gateway on loopback, as an app on the box
   calls it: the replica on the node is called in process (no gRPC hop); the
   node counts;
+* `edgefleet-node-peer` — a node's gateway for aliases it has no replica of:
+  each request goes to a peer node over mutual TLS gRPC (`gateway_peer`);
 * `litellm` — LiteLLM's proxy, one worker, telemetry off, from `.venv-litellm`;
 * `nginx` — nginx as a plain reverse proxy, one worker process (plus its master).
 """
@@ -173,7 +175,8 @@ def start_edgefleet(
     timeout: float = 180.0,
 ) -> EdgeFleetTarget:
     """Edge-nodes (`nodes`: node id → alias → upstream base URL), a controller with its
-    gateway, and one distributed-edge deployment loading every alias where it is bound.
+    gateway, and one distributed-edge deployment loading every alias where it is bound
+    (a node bound to none is in it with no model: it serves only through its gateway).
     `routes` maps a route name to the alias it requests. Returns once every alias has
     its replicas ready."""
     target = EdgeFleetTarget("edgefleet", {})
@@ -214,7 +217,9 @@ def start_edgefleet(
             for alias in aliases:
                 wanted[alias] = wanted.get(alias, 0) + 1
         wait_ready(target.controller.gateway_url, wanted, timeout)
-        target.pids = [target.controller.process.pid, *(n.pid for n in target.nodes)]
+        # A node with nothing placed only fronts other nodes (the peer target counts it).
+        serving = [n.pid for n in target.nodes if placed[n.node_id]]
+        target.pids = [target.controller.process.pid, *serving]
         base = target.controller.gateway_url
         target.routes = {
             name: Route(f"{base}/chat/completions", alias) for name, alias in routes.items()

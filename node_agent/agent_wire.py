@@ -39,31 +39,25 @@ def messages_from_proto(messages: Any) -> list[dict[str, Any]]:
     return out
 
 
+_PHASES = {
+    ToolStarted: node_pb2.ToolEvent.PHASE_STARTED,
+    ToolFinished: node_pb2.ToolEvent.PHASE_FINISHED,
+    ToolRefused: node_pb2.ToolEvent.PHASE_REFUSED,
+}
+
+
 def tool_event(event: RunEvent) -> node_pb2.ToolEvent | None:
     """The ToolEvent for a run event about a tool call (None for other events)."""
-    if isinstance(event, ToolStarted):
-        return node_pb2.ToolEvent(
-            phase=node_pb2.ToolEvent.PHASE_STARTED,
-            tool=event.name,
-            call_id=event.call_id,
-            side_effects=event.side_effects,
-            arguments_json=event.arguments_json,
-        )
-    if isinstance(event, ToolFinished):
-        return node_pb2.ToolEvent(
-            phase=node_pb2.ToolEvent.PHASE_FINISHED,
-            tool=event.name,
-            call_id=event.call_id,
-            side_effects=event.side_effects,
-            arguments_json=event.arguments_json,
-            result=event.result,
-        )
-    if isinstance(event, ToolRefused):
-        return node_pb2.ToolEvent(
-            phase=node_pb2.ToolEvent.PHASE_REFUSED,
-            tool=event.name,
-            call_id=event.call_id,
-            arguments_json=event.arguments_json,
-            result=event.result,
-        )
-    return None
+    phase = _PHASES.get(type(event))
+    if phase is None:
+        return None
+    assert isinstance(event, ToolStarted | ToolFinished | ToolRefused)
+    return node_pb2.ToolEvent(
+        phase=phase,
+        tool=event.name,
+        call_id=event.call_id,
+        arguments_json=event.arguments_json,
+        # A refused call never ran: it has no side effects to report.
+        side_effects=getattr(event, "side_effects", False),
+        result=getattr(event, "result", ""),
+    )
