@@ -144,7 +144,7 @@ def test_avahi_sees_a_zeroconf_node_with_its_txt(lab: Lab, tmp_path: Path) -> No
 def test_zeroconf_discovers_a_service_avahi_publishes(lab: Lab, tmp_path: Path) -> None:
     avahi_host, node_host = lab.add_host("avahi"), lab.add_host("node")
     daemon = _start_avahi(avahi_host, tmp_path)
-    txt = ["id=edge-avahi", "version=9.9.9", "api_port=7444", "cluster=lab"]
+    txt = ["id=edge-avahi", "version=9.9.9", "api_port=7444", "cluster=lab", "gateway=https:7480"]
     publisher = _avahi_tool(lab, daemon, "avahi-publish", "-s", "edge-avahi", SERVICE, "7444", *txt)
     publisher.expect(r"Established under name 'edge-avahi'", 20)
 
@@ -163,6 +163,8 @@ def test_zeroconf_discovers_a_service_avahi_publishes(lab: Lab, tmp_path: Path) 
             "port": 7444,
             "cluster": "lab",
             "addresses": [avahi_host.ip],
+            "gateway_port": 7480,
+            "gateway_scheme": "https",
         }
     ], f"discover() found {nodes}\navahi-publish:\n{publisher.tail()}"
 
