@@ -7,6 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+UINT32_MAX = 2**32 - 1
+"""The most a uint32 field of the wire format holds."""
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -21,6 +24,10 @@ class ModelWant(_Frozen):
     quantization: str = ""
     memory_bytes: int = Field(0, ge=0)
     tasks: tuple[str, ...] = ()
+    parallel: int = Field(0, ge=0, le=UINT32_MAX)
+    """llama.cpp: requests served at once (slots); 0: the node's catalog decides."""
+    context: int = Field(0, ge=0, le=UINT32_MAX)
+    """llama.cpp: context tokens per slot; 0: the node's catalog decides."""
 
 
 class AgentWant(_Frozen):

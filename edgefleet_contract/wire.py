@@ -113,6 +113,8 @@ def desired_from_proto(request: node_pb2.ApplyStateRequest) -> NodeDesired:
                 "quantization": m.quantization,
                 "memory_bytes": m.memory_bytes,
                 "tasks": tuple(m.tasks),
+                "parallel": m.parallel,
+                "context": m.context,
             }
             for m in state.models
         ],
@@ -159,6 +161,8 @@ def desired_to_proto(desired: NodeDesired) -> node_pb2.ApplyStateRequest:
                     quantization=m.quantization,
                     memory_bytes=m.memory_bytes,
                     tasks=list(m.tasks),
+                    parallel=m.parallel,
+                    context=m.context,
                 )
                 for m in desired.models
             ],

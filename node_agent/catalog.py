@@ -17,7 +17,8 @@ operator adds others in a YAML file given to `edge-node run --catalog FILE`:
       llama.cpp: {threads: 2, parallel: 4, context: 2048}
 
 `parallel` (request slots) and `context` (tokens per slot) on a llama.cpp model
-override the runtime's settings for that model.
+override the runtime's settings for that model; the manifest's own `parallel` and
+`context` on a model override both.
 
 A manifest that sets `runtime` and `source` on a model needs no catalog entry.
 """
@@ -129,6 +130,8 @@ class Catalog:
         a model with only `runtime` (or only `source`) takes the rest from the
         catalog entry of its alias; a model with neither is the catalog's entry.
         A `source` without a runtime and without a catalog entry is a GGUF for llama.cpp.
+        A llama.cpp model's `parallel` and `context` are the manifest's where it sets
+        them, else the catalog entry's, else (0) the runtime's settings.
         """
         entry = self._models.get(want.alias)
         runtime = _runtime_of(want) or (entry.runtime if entry else None)
@@ -153,8 +156,8 @@ class Catalog:
             source=source,
             memory_bytes=want.memory_bytes or (same.memory_bytes if same else 0),
             options=dict(same.options) if same else {},
-            parallel=same.parallel if same else 0,
-            context=same.context if same else 0,
+            parallel=_shape_of(runtime, want.parallel, same.parallel if same else 0),
+            context=_shape_of(runtime, want.context, same.context if same else 0),
         )
 
     def _unknown(self, want: ModelWant) -> str:
@@ -178,6 +181,15 @@ def _runtime_of(want: ModelWant) -> RuntimeName | None:
             f"use one of: {', '.join(RUNTIME_NAMES)}"
         )
     return want.runtime
+
+
+def _shape_of(runtime: RuntimeName, wanted: int, catalog: int) -> int:
+    # Only llama.cpp's server is started by the node with a slot count; the manifest
+    # refuses these settings on another runtime, so a want that carries them for one is
+    # a model whose runtime the catalog chose, and they do not apply to it.
+    if runtime != "llama.cpp":
+        return 0
+    return wanted or catalog
 
 
 def _suggested_line(alias: str, runtime: str, source: str) -> str:

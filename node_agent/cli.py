@@ -25,7 +25,6 @@ from edgefleet_common.join_token import TOKEN_ENV, JoinToken, TokenFormatError
 from edgefleet_common.logs import configure_logging
 from edgefleet_common.pki import DEFAULT_JOIN_PORT, Credentials, PkiError, fingerprint, load_cert
 from edgefleet_common.version import __version__
-from edgefleet_contract.join_advert import discover_join_endpoints
 from node_agent.capacity import read_capacity
 from node_agent.catalog import Catalog
 from node_agent.config import (
@@ -261,6 +260,9 @@ def membership(args: argparse.Namespace, config: NodeConfig) -> Credentials:
 
 def controller_over_mdns(token: JoinToken, config: NodeConfig) -> str:
     """The join endpoint, found over mDNS, whose CA is the one the token names."""
+    # Imported here: zeroconf is for joining over mDNS only, not for every node that starts.
+    from edgefleet_contract.join_advert import discover_join_endpoints
+
     found = discover_join_endpoints(config.mdns_interfaces or None)
     for endpoint in found:
         try:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -16,7 +19,6 @@ from edgefleet_common.grpc_transport import server_options
 from edgefleet_common.malformed import MalformedRequests
 from edgefleet_common.version import __version__
 from edgefleet_contract.desired import ItemChange, NodeDesired, compare
-from edgefleet_contract.node_advert import Advertiser, NodeAdvert, local_addresses
 from edgefleet_contract.routing_table import RoutingTable
 from edgefleet_contract.wire import AGENT_STATES, MODEL_STATES, timestamp
 from node_agent.admission import Admission
@@ -28,11 +30,9 @@ from node_agent.changes import ChangeSignal
 from node_agent.config import NodeConfig
 from node_agent.errors import StaleGeneration
 from node_agent.fencing import TargetFences
-from node_agent.gateway_host import NodeGateway
 from node_agent.local_stub import NodeHandlers
 from node_agent.metrics import NodeMetrics
 from node_agent.model_capacity import CapacityReader, node_load_figures
-from node_agent.model_proxy import ModelProxy
 from node_agent.models import ModelManager
 from node_agent.node_directory import local_replica
 from node_agent.node_trust import ServingCredentials, keep_renewed, pki_dir
@@ -42,10 +42,20 @@ from node_agent.runtimes.base import RUNTIME_NAMES, Runtime, StateListener
 from node_agent.runtimes.registry import create_runtime
 from node_agent.state_file import StateFile
 
+# Imported where used, so an idle node started without them does not load them: the mDNS
+# advert (zeroconf), the gateway (aiohttp's server) and the model proxy (aiohttp's client).
+if TYPE_CHECKING:
+    from edgefleet_contract.node_advert import Advertiser, NodeAdvert
+    from node_agent.gateway_host import NodeGateway
+    from node_agent.model_proxy import ModelProxy
+
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 5.0
 """How long running requests may take to finish on a clean shutdown."""
+
+AGENT_RUNNER = "node_agent.agents.runner"
+"""The module that runs agents: it loads Agent Framework and the OpenAI client."""
 
 
 def catalog_runtime_factory(catalog: Catalog, config: NodeConfig) -> RuntimeFactory:
@@ -81,7 +91,6 @@ class Node:
         self.agents = AgentHost(
             self.models, self.admission, self.metrics, config.data_dir, self.changes.bump
         )
-        self.proxy = ModelProxy(self.models, self.admission, self.metrics)
         self.capacity = CapacityReader(self.models, self.metrics)
         self.state_file = StateFile(config.data_dir)
         self.desired = NodeDesired()
@@ -101,6 +110,13 @@ class Node:
         self._health = health.aio.HealthServicer()
         self._advertiser: Advertiser | None = None
         self._renewal: asyncio.Task[None] | None = None
+
+    @functools.cached_property
+    def proxy(self) -> ModelProxy:
+        """Forwards chat-completions requests to the runtimes (made on first use)."""
+        from node_agent.model_proxy import ModelProxy
+
+        return ModelProxy(self.models, self.admission, self.metrics)
 
     # -- desired state ---------------------------------------------------------------
 
@@ -143,6 +159,7 @@ class Node:
             return changes
 
     async def _enact(self, desired: NodeDesired) -> None:
+        await load_agent_runner(desired)
         self.desired = desired
         limits = desired.limits
         await self.admission.configure(
@@ -320,6 +337,8 @@ class Node:
                 )
         await self._serve_gateway(service)
         if self.config.advertise:
+            from edgefleet_contract.node_advert import Advertiser
+
             self._advertiser = Advertiser(self._advert(), self.config.mdns_interfaces or None)
             await self._advertiser.start()
         log.info(
@@ -340,6 +359,9 @@ class Node:
         config = self.config
         if config.gateway_host is None:
             return
+        from edgefleet_contract.node_advert import local_addresses
+        from node_agent.gateway_host import NodeGateway
+
         gateway = NodeGateway(
             config.node_id,
             config.gateway_host,
@@ -357,6 +379,8 @@ class Node:
             await gateway.close()
 
     def _advert(self) -> NodeAdvert:
+        from edgefleet_contract.node_advert import NodeAdvert, local_addresses
+
         interfaces = self.config.mdns_interfaces or None
         # Only a gateway other boxes can reach is worth telling the LAN about.
         gateway = self.gateway if self.gateway is not None and self.gateway.exposed else None
@@ -391,11 +415,10 @@ class Node:
         if self._server is not None:
             server = self._server
             steps.append(("grpc", lambda: server.stop(SHUTDOWN_GRACE_S)))
-        steps += [
-            ("agents", self.agents.close),
-            ("proxy", self.proxy.close),
-            ("models", self.models.close),
-        ]
+        steps.append(("agents", self.agents.close))
+        if "proxy" in self.__dict__:  # made on first use: nothing to close otherwise
+            steps.append(("proxy", self.proxy.close))
+        steps.append(("models", self.models.close))
         for name, step in steps:
             try:
                 await step()
@@ -403,6 +426,15 @@ class Node:
                 log.exception("shutdown step failed", extra={"step": name})
         self.metrics.close()
         log.info("edge-node stopped", extra={"node": self.config.node_id})
+
+
+async def load_agent_runner(desired: NodeDesired) -> None:
+    """Import Agent Framework (and the OpenAI client and aiohttp under it) once a desired
+    state names an agent: a node without agents never loads them, and the first agent
+    request does not spend its deadline on half a second of imports. In a worker thread,
+    so the node keeps answering meanwhile."""
+    if desired.agents and AGENT_RUNNER not in sys.modules:
+        await asyncio.to_thread(importlib.import_module, AGENT_RUNNER)
 
 
 def _capacity_proto() -> common_pb2.Capacity:

@@ -4,9 +4,9 @@ Each model runs in its own `llama-server` on a free loopback port
 (`llamacpp_server`), so one crash takes down one model, and unloading a model
 gives all of its memory back. A server runs `parallel` requests at once
 (continuous batching), each slot with `context` tokens; both are runtime settings
-(`runtimes: llama.cpp:` in the node's catalog) that a model's catalog entry may
-override. The children die with the node, even when the node is killed with
-SIGKILL. A child that exits on its own is restarted with backoff
+(`runtimes: llama.cpp:` in the node's catalog) that a model's catalog entry, and
+over it the manifest's model, may override. The children die with the node, even
+when the node is killed with SIGKILL. A child that exits on its own is restarted with backoff
 (`llamacpp_supervision`); the node hears about it through the runtime's listener
 (`loading`, then `ready`, or `failed` when it keeps crashing; restarts go on at
 the longest delay).

@@ -54,6 +54,7 @@ def check(
     _unique(found, [m.alias for m in deployment.models], ("models",), "alias", "model alias")
     _unique(found, [a.name for a in deployment.agents], ("agents",), "name", "agent name")
     _model_roles(found, deployment.models)
+    _llamacpp_settings(found, deployment.models)
     for i, agent in enumerate(deployment.agents):
         _agent_tools(found, agent, (*D, "agents", i), known_tools)
     _resources(found, deployment.resources, (*D, "resources"))
@@ -93,6 +94,27 @@ def _model_roles(found: _Findings, models: Sequence[ModelDecl]) -> None:
                 f"model `{model.alias}` is both primary and secondary",
                 hint="keep one of the two",
             )
+
+
+LLAMACPP_ONLY = ("parallel", "context")
+"""Model settings only llama.cpp's server takes; other runtimes size themselves."""
+
+
+def _llamacpp_settings(found: _Findings, models: Sequence[ModelDecl]) -> None:
+    # An error, not a warning: another runtime would silently ignore the setting, and the
+    # operator would believe requests run with slots they do not get.
+    for i, model in enumerate(models):
+        if model.runtime is None or model.runtime == "llama.cpp":
+            continue
+        for key in LLAMACPP_ONLY:
+            if getattr(model, key) is not None:
+                found.error(
+                    (*D, "models", i, key),
+                    f"`{key}` applies to llama.cpp only, but model `{model.alias}` "
+                    f"runs on {model.runtime}",
+                    hint=f"remove `{key}`, or use runtime: llama.cpp",
+                    key=True,
+                )
 
 
 def _agent_tools(

@@ -35,6 +35,10 @@ class ModelSpec(_Frozen):
     source: str | None = None
     quantization: str | None = None
     memory_bytes: int | None = None
+    parallel: int | None = None
+    """llama.cpp slots; None: the node's catalog decides."""
+    context: int | None = None
+    """llama.cpp context tokens per slot; None: the node's catalog decides."""
 
 
 class AgentSpec(_Frozen):

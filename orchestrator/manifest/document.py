@@ -16,6 +16,7 @@ from orchestrator.manifest.fields import (
     LABEL_PATTERN,
     NAME_PATTERN,
     Address,
+    Count,
     Duration,
     EnvName,
     LabelKey,
@@ -55,6 +56,13 @@ class ModelDecl(_Strict):
     )
     quantization: str | None = Field(None, description="Quantization, e.g. Q4_K_M (informative).")
     memory: Size | None = Field(None, description="Memory the model needs once loaded.")
+    parallel: Count | None = Field(
+        None,
+        description="llama.cpp: requests served at once (slots). Omitted: the node's catalog.",
+    )
+    context: Count | None = Field(
+        None, description="llama.cpp: context tokens per slot. Omitted: the node's catalog."
+    )
 
 
 class AgentDecl(_Strict):

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from edgefleet_contract.desired import UINT32_MAX
 from edgefleet_contract.units import DURATION_PATTERN, PERCENT_PATTERN, SIZE_PATTERN
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
@@ -75,6 +76,15 @@ def _positive_integer(value: Any) -> int:
     number = _integer(value)
     if number < 1:
         raise PydanticCustomError("too_small", "must be at least 1, got {n}", {"n": number})
+    return number
+
+
+def _count(value: Any) -> int:
+    number = _positive_integer(value)
+    if number > UINT32_MAX:
+        raise PydanticCustomError(
+            "too_large", "must be at most {most}, got {n}", {"most": UINT32_MAX, "n": number}
+        )
     return number
 
 
@@ -159,6 +169,12 @@ EnvName = Annotated[
 PositiveInt = Annotated[
     int, PlainValidator(_positive_integer), WithJsonSchema({"type": "integer", "minimum": 1})
 ]
+Count = Annotated[
+    int,
+    PlainValidator(_count),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": UINT32_MAX}),
+]
+"""A whole number that travels to nodes as a uint32, so 1 up to 2**32 - 1."""
 Size = Annotated[str | int, PlainValidator(_size), WithJsonSchema(_SIZE_SCHEMA)]
 SizeOrPercent = Annotated[
     str | int,

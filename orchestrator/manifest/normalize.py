@@ -150,6 +150,8 @@ def _model(decl: ModelDecl) -> ModelSpec:
         source=decl.source,
         quantization=decl.quantization,
         memory_bytes=parse_size(decl.memory) if decl.memory is not None else None,
+        parallel=decl.parallel,
+        context=decl.context,
     )
 
 

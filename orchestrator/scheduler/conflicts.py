@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from edgefleet_contract.units import format_size
 from orchestrator.manifest.desired import DesiredState, ModelSpec
 
-_COMPARED = ("runtime", "source", "memory_bytes")
-"""What makes two declarations of one alias different models. A detail only one of them
-sets is not a conflict: the other leaves it to the node's catalog."""
+_COMPARED = ("runtime", "source", "memory_bytes", "parallel", "context")
+"""What makes two declarations of one alias different models (a node runs one server per
+model, so its slots too). A detail only one of them sets is not a conflict: the other
+leaves it to the node's catalog."""
 
 
 def check_conflicts(deployments: Sequence[DesiredState]) -> list[str]:
@@ -87,7 +88,13 @@ def _missing_models(deployments: Sequence[DesiredState]) -> list[str]:
 
 
 def _describe(model: ModelSpec, fields: Sequence[str]) -> str:
-    words = {"runtime": "runtime", "source": "source", "memory_bytes": "memory"}
+    words = {
+        "runtime": "runtime",
+        "source": "source",
+        "memory_bytes": "memory",
+        "parallel": "parallel",
+        "context": "context",
+    }
     parts = []
     for field in fields:
         value = getattr(model, field)

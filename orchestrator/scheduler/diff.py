@@ -24,7 +24,15 @@ _ORDER: dict[StepAction, int] = {
     "stop-agent": 3,
     "unload-model": 4,
 }
-_MODEL_FIELDS = ("runtime", "source", "quantization", "memory_bytes", "tasks")
+_MODEL_FIELDS = (
+    "runtime",
+    "source",
+    "quantization",
+    "memory_bytes",
+    "tasks",
+    "parallel",
+    "context",
+)
 _AGENT_FIELDS = ("model", "instructions", "tools", "tool_config", "tasks")
 
 

@@ -168,6 +168,8 @@ def _model_wants(deployments: Sequence[DesiredState]) -> dict[str, ModelWant]:
             quantization=next((s.quantization for s in found if s.quantization), ""),
             memory_bytes=next((s.memory_bytes for s in found if s.memory_bytes), 0),
             tasks=tuple(tasks),
+            parallel=next((s.parallel for s in found if s.parallel), 0),
+            context=next((s.context for s in found if s.context), 0),
         )
     return wants
 

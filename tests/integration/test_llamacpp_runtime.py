@@ -23,6 +23,8 @@ import psutil
 import pytest
 from openai import APIConnectionError, AsyncOpenAI
 
+from edgefleet_contract.desired import ModelWant
+from node_agent.catalog import Catalog
 from node_agent.errors import ModelLoadError, NotFound
 from node_agent.runtimes import llamacpp, llamacpp_served
 from node_agent.runtimes.base import LoadProgress, ModelEndpoint, ModelSource
@@ -358,14 +360,24 @@ def test_a_port_taken_before_the_server_binds_it_is_replaced(
 @pytest.mark.slow
 @pytest.mark.model
 @pytest.mark.timeout(120)
-def test_the_ubatch_setting_reaches_the_server_which_answers() -> None:
+def test_the_ubatch_setting_and_the_manifests_slots_reach_the_server_which_answers() -> None:
+    # The manifest's parallel and context, resolved by the built-in catalog, win over the
+    # runtime's own 4 slots of 512 tokens.
+    source = Catalog().resolve(ModelWant(alias=ALIAS, parallel=2, context=256))
+
     async def scenario() -> str:
         runtime = LlamaCppRuntime(ubatch=1, context=512)
         try:
-            loaded = await runtime.load(SMOLLM2, lambda _: None)
+            loaded = await runtime.load(source, lambda _: None)
             (server,) = servers_of(ALIAS)
-            assert option(server, "--ctx-size") == str(512 * 4)
+            assert option(server, "--parallel") == "2"
+            assert option(server, "--ctx-size") == str(256 * 2)
             assert option(server, "--ubatch-size") == "1"
+            base = loaded.endpoint.base_url.removesuffix("/v1")
+            async with httpx.AsyncClient(timeout=5) as http:
+                props = (await http.get(f"{base}/props")).json()
+            assert props["total_slots"] == 2, "the server itself runs the manifest's slots"
+            assert runtime.slots(ALIAS) == 2
             return await chat(loaded.endpoint)
         finally:
             await runtime.stop()

@@ -263,6 +263,35 @@ CASES = [
         "at most 100%",
     ),
     Case(
+        "parallel-zero",
+        SINGLE.replace("primary: true", "primary: true\n      parallel: 0"),
+        "0\n",
+        "deployment.models[0].parallel",
+        "must be at least 1, got 0",
+    ),
+    Case(
+        "context-not-a-number",
+        SINGLE.replace("primary: true", "primary: true\n      context: 4k"),
+        "4k",
+        "deployment.models[0].context",
+        "expected an integer, got a string",
+    ),
+    Case(
+        "context-beyond-the-wire",
+        SINGLE.replace("primary: true", "primary: true\n      context: 4294967296"),
+        "4294967296",
+        "deployment.models[0].context",
+        "must be at most 4294967295, got 4294967296",
+    ),
+    Case(
+        "parallel-on-another-runtime",
+        SINGLE.replace("primary: true", "primary: true\n      runtime: ollama\n      parallel: 8"),
+        "parallel",
+        "deployment.models[0].parallel",
+        "`parallel` applies to llama.cpp only, but model `phi-4-mini` runs on ollama",
+        "remove `parallel`, or use runtime: llama.cpp",
+    ),
+    Case(
         "merge-key",
         "base: &b {type: single-device}\ndeployment:\n  <<: *b\n  models: [{alias: m}]\n",
         "<<",
@@ -332,3 +361,21 @@ def test_a_valid_manifest_changes_nothing_in_its_input() -> None:
     loaded = load_text(SINGLE, source="m.yaml", tools={"database"})
     assert loaded.text == SINGLE
     assert loaded.desired.name == "m"
+
+
+def test_a_models_slots_reach_the_desired_state_and_default_to_the_catalog() -> None:
+    text = SINGLE.replace(
+        "primary: true",
+        "primary: true\n      runtime: llama.cpp\n      parallel: 8\n      context: 4096\n"
+        '    - alias: "helper"',
+    )
+    loaded = load_text(text, source="m.yaml", tools={"database"})
+    assert loaded.warnings == ()
+    phi, helper = loaded.desired.models
+    assert (phi.parallel, phi.context) == (8, 4096)
+    assert (helper.parallel, helper.context) == (None, None), "None: the node's catalog decides"
+
+
+def test_slots_on_a_model_whose_runtime_the_catalog_picks_are_accepted() -> None:
+    text = SINGLE.replace("primary: true", "primary: true\n      parallel: 2")
+    assert load_text(text, tools={"database"}).desired.models[0].parallel == 2

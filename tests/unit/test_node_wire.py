@@ -33,6 +33,8 @@ FULL = NodeDesired(
             quantization="Q4_1",
             memory_bytes=300 * 2**20,
             tasks=("chat", "triage"),
+            parallel=8,
+            context=4096,
         ),
         ModelWant(alias="cloud", runtime="openai", source="gpt-4o-mini"),
     ),
@@ -63,6 +65,17 @@ def test_a_desired_state_survives_the_wire_unchanged() -> None:
     sent = desired_to_proto(FULL).SerializeToString()
     received = node_pb2.ApplyStateRequest.FromString(sent)
     assert desired_from_proto(received) == FULL
+
+
+def test_a_models_slots_travel_and_zero_leaves_them_to_the_catalog() -> None:
+    request = desired_to_proto(FULL)
+    smol, cloud = request.state.models
+    assert (smol.parallel, smol.context) == (8, 4096)
+    assert (cloud.parallel, cloud.context) == (0, 0)
+    received = desired_from_proto(
+        node_pb2.ApplyStateRequest.FromString(request.SerializeToString())
+    )
+    assert [(m.parallel, m.context) for m in received.models] == [(8, 4096), (0, 0)]
 
 
 def test_a_fraction_arrives_as_the_number_that_was_sent() -> None:

@@ -40,6 +40,18 @@ def test_one_alias_declared_as_two_models_is_a_conflict() -> None:
     ]
 
 
+def test_one_alias_with_other_slots_is_a_conflict() -> None:
+    # A node runs one server per model: its slots cannot be two things at once.
+    empty = SINGLE.model_copy(update={"agents": ()})
+    one = with_model(empty, "one", runtime="llama.cpp", parallel=4)
+    two = with_model(empty, "two", runtime="llama.cpp", parallel=8, context=4096)
+    assert check_conflicts([one, two]) == [
+        "model `phi-4-mini` means different models in deployments `one` (parallel 4) and "
+        "`two` (parallel 8): one alias must be one model on every node (use another alias, "
+        "or declare it the same way)"
+    ]
+
+
 def test_details_one_deployment_leaves_out_do_not_conflict() -> None:
     empty = SINGLE.model_copy(update={"agents": ()})
     detailed = with_model(empty, "detailed", runtime="ollama", memory_bytes=3 * GiB)

@@ -108,20 +108,24 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
-    __slots__ = ("alias", "runtime", "source", "quantization", "memory_bytes", "tasks")
+    __slots__ = ("alias", "runtime", "source", "quantization", "memory_bytes", "tasks", "parallel", "context")
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
     alias: str
     runtime: str
     source: str
     quantization: str
     memory_bytes: int
     tasks: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, alias: _Optional[str] = ..., runtime: _Optional[str] = ..., source: _Optional[str] = ..., quantization: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., tasks: _Optional[_Iterable[str]] = ...) -> None: ...
+    parallel: int
+    context: int
+    def __init__(self, alias: _Optional[str] = ..., runtime: _Optional[str] = ..., source: _Optional[str] = ..., quantization: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., tasks: _Optional[_Iterable[str]] = ..., parallel: _Optional[int] = ..., context: _Optional[int] = ...) -> None: ...
 
 class AgentSpec(_message.Message):
     __slots__ = ("name", "model", "tools", "instructions", "tasks", "tool_config_json")
