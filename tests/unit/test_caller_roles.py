@@ -23,7 +23,7 @@ from edgefleet_common.pki import (
     now,
     self_signed,
 )
-from node_agent.caller_roles import PEER_METHODS, refusal, role_of
+from node_agent.caller_roles import PEER_METHODS, cached_role_of, refusal, role_of
 from tests import cluster_pki
 from tests.cluster_pki import controller_identity
 
@@ -45,6 +45,15 @@ def test_the_certificate_names_the_role() -> None:
     # What is not a certificate is skipped; a later one still counts.
     assert role_of([b"not a certificate", node_cert("kiosk-3")]) == ("node", "node `kiosk-3`")
     assert role_of([]) is None
+
+
+def test_the_remembered_role_is_the_certificates_own() -> None:
+    controller, node = controller_identity().cert_pem, node_cert("kiosk-4")
+    for _ in range(2):  # the second time from the cache: the same answers
+        assert cached_role_of((controller,)) == ("controller", "the controller")
+        assert cached_role_of((node,)) == ("node", "node `kiosk-4`")
+        assert cached_role_of(()) is None
+    assert cached_role_of.cache_info().hits >= 3
 
 
 def test_a_node_uri_without_the_node_name_the_ca_gives_is_no_role() -> None:
