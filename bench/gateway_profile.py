@@ -294,7 +294,7 @@ def main() -> int:
         "benchmark": "gateway_profile",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": describe({}),
-        "settings": vars(args) | {"output": str(args.output)},
+        "settings": vars(args) | {"output": _shown(args.output)},
         "threads": threads,
         "parts": {process: dict(samples.parts.most_common()) for process, samples in found.items()},
         "frames": {
@@ -307,6 +307,12 @@ def main() -> int:
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the repository when it is inside it (reports name no machine)."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else path.name
 
 
 if __name__ == "__main__":

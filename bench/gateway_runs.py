@@ -21,6 +21,7 @@ import psutil
 from gateway_load import (
     ClientRun,
     Outcome,
+    WrkResult,
     chat_body,
     expect_text,
     percentile,
@@ -45,6 +46,24 @@ def cpu_seconds(processes: Sequence[psutil.Process]) -> float:
             continue
         total += times.user + times.system
     return total
+
+
+def wrk_figures(
+    wrk: WrkResult, cpu_used: float, processes: Sequence[psutil.Process]
+) -> dict[str, float | int | None]:
+    """What every load cell records of one wrk run: counts, rate, latency, and the
+    proxy's CPU per request and memory (None without proxy processes)."""
+    return {
+        "requests": wrk.requests,
+        "errors": wrk.errors,
+        "per_second": round(wrk.per_second, 1),
+        "p50_ms": wrk.p50_ms,
+        "p99_ms": wrk.p99_ms,
+        "cpu_ms_per_request": round(1000 * cpu_used / wrk.requests, 3)
+        if processes and wrk.requests
+        else None,
+        "rss_mib": round(rss_mib(processes), 1) if processes else None,
+    }
 
 
 def rss_mib(processes: Sequence[psutil.Process]) -> float:
@@ -110,15 +129,7 @@ def overhead_cell(
         target=target.name,
         mode=mode,
         concurrency=concurrency,
-        requests=wrk.requests,
-        errors=wrk.errors,
-        per_second=round(wrk.per_second, 1),
-        p50_ms=wrk.p50_ms,
-        p99_ms=wrk.p99_ms,
-        cpu_ms_per_request=round(1000 * used / wrk.requests, 3)
-        if processes and wrk.requests
-        else None,
-        rss_mib=round(rss_mib(processes), 1) if processes else None,
+        **wrk_figures(wrk, used, processes),
         upstream_cpu_percent=round(100 * upstream_used / wrk.seconds, 1),
     )
     if stream:

@@ -45,7 +45,7 @@ from gateway_load import chat_body, run_clients, run_wrk, wrk_version  # noqa: E
 from gateway_machine import OtherLoad, describe  # noqa: E402
 from gateway_nginx import REPLY, Upstream, wait_listening  # noqa: E402
 from gateway_nginx import version as nginx_version  # noqa: E402
-from gateway_runs import ZERO_CHECK, cpu_seconds, rss_mib  # noqa: E402
+from gateway_runs import ZERO_CHECK, cpu_seconds, wrk_figures  # noqa: E402
 
 from edgefleet_common.ports import free_port  # noqa: E402
 
@@ -145,15 +145,7 @@ def measure(
         loop=combo.loop,
         mode=combo.mode,
         concurrency=concurrency,
-        requests=wrk.requests,
-        errors=wrk.errors,
-        per_second=round(wrk.per_second, 1),
-        p50_ms=wrk.p50_ms,
-        p99_ms=wrk.p99_ms,
-        cpu_ms_per_request=round(1000 * used / wrk.requests, 3)
-        if processes and wrk.requests
-        else None,
-        rss_mib=round(rss_mib(processes), 1) if processes else None,
+        **wrk_figures(wrk, used, processes),
     )
 
 

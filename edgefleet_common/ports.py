@@ -5,6 +5,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 
+GATEWAY_PORT = 7480
+"""Where an OpenAI gateway listens by default, the controller's and every node's: an app
+on an edge box uses `http://127.0.0.1:7480/v1`."""
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port on `host` nothing listens on right now (it may be taken before it is used)."""

@@ -5,17 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from edgefleet_contract.frozen import Frozen
 
 UINT32_MAX = 2**32 - 1
 """The most a uint32 field of the wire format holds."""
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ModelWant(_Frozen):
+class ModelWant(Frozen):
     """A model this node must keep loaded."""
 
     alias: str = Field(min_length=1, max_length=128)
@@ -30,7 +28,7 @@ class ModelWant(_Frozen):
     """llama.cpp: context tokens per slot; 0: the node's catalog decides."""
 
 
-class AgentWant(_Frozen):
+class AgentWant(Frozen):
     """An agent this node must host."""
 
     name: str = Field(min_length=1, max_length=128)
@@ -41,7 +39,7 @@ class AgentWant(_Frozen):
     tool_config: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
-class NodeLimits(_Frozen):
+class NodeLimits(Frozen):
     """Resource limits for this node; zero or None means unlimited."""
 
     max_memory_bytes: int = Field(0, ge=0)
@@ -62,7 +60,7 @@ class NodeLimits(_Frozen):
         return min((b for b in bounds if b > 0), default=0)
 
 
-class NodeDesired(_Frozen):
+class NodeDesired(Frozen):
     """The whole desired state of a node; a newer generation replaces an older one."""
 
     generation: int = Field(0, ge=0)
@@ -107,8 +105,8 @@ class ItemChange:
 
 def _changes(
     kind: Literal["model", "agent"],
-    old: dict[str, BaseModel],
-    new: dict[str, BaseModel],
+    old: dict[str, Frozen],
+    new: dict[str, Frozen],
 ) -> list[ItemChange]:
     found = [
         ItemChange(

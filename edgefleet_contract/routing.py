@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from edgefleet_contract.frozen import Frozen
 
 Strategy = Literal["round-robin", "least-outstanding", "peak-ewma"]
 """How requests spread over a target's ready replicas."""
@@ -19,11 +21,7 @@ TargetKind = Literal["agent", "model"]
 DEFAULT_STRATEGY: Strategy = "peak-ewma"
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class AgentRoute(_Frozen):
+class AgentRoute(Frozen):
     """An agent a deployment declares."""
 
     name: str
@@ -31,7 +29,7 @@ class AgentRoute(_Frozen):
     """Sent ahead of the conversation when the agent's request escalates."""
 
 
-class ModelRoute(_Frozen):
+class ModelRoute(Frozen):
     """A model alias a deployment declares."""
 
     alias: str
@@ -39,7 +37,7 @@ class ModelRoute(_Frozen):
     primary: bool = False
 
 
-class EscalationEndpoint(_Frozen):
+class EscalationEndpoint(Frozen):
     """The OpenAI-compatible endpoint that takes what the edge cannot serve."""
 
     base_url: str
@@ -49,7 +47,7 @@ class EscalationEndpoint(_Frozen):
     timeout_s: float = Field(30.0, gt=0)
 
 
-class Coordination(_Frozen):
+class Coordination(Frozen):
     """How a target's requests are balanced."""
 
     strategy: Strategy | None = DEFAULT_STRATEGY
@@ -57,7 +55,7 @@ class Coordination(_Frozen):
     session_affinity: bool = False
 
 
-class DeploymentRoutes(_Frozen):
+class DeploymentRoutes(Frozen):
     """One deployment as the gateway sees it."""
 
     name: str
@@ -81,7 +79,7 @@ class DeploymentRoutes(_Frozen):
         return Coordination(strategy=self.strategy, session_affinity=self.session_affinity)
 
 
-class Listed(_Frozen):
+class Listed(Frozen):
     """One entry of the gateway's model listing."""
 
     name: str
@@ -89,7 +87,7 @@ class Listed(_Frozen):
     deployment: str
 
 
-class RoutingIndex(_Frozen):
+class RoutingIndex(Frozen):
     """Every current deployment's routes, by deployment name."""
 
     deployments: tuple[DeploymentRoutes, ...] = ()

@@ -10,16 +10,13 @@ with what it last knew even while the controller is away.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from edgefleet_contract.frozen import Frozen
 from edgefleet_contract.routing import RoutingIndex, TargetKind
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ReplicaRoute(_Frozen):
+class ReplicaRoute(Frozen):
     """One ready replica of a target, and how to reach its node."""
 
     node_id: str = Field(min_length=1, max_length=128)
@@ -30,7 +27,7 @@ class ReplicaRoute(_Frozen):
     with an older generation than the one the target was (re)assigned to it with."""
 
 
-class TargetRoutes(_Frozen):
+class TargetRoutes(Frozen):
     """Where an agent or a model alias is served."""
 
     name: str = Field(min_length=1, max_length=128)
@@ -38,7 +35,7 @@ class TargetRoutes(_Frozen):
     replicas: tuple[ReplicaRoute, ...] = ()
 
 
-class RoutingTable(_Frozen):
+class RoutingTable(Frozen):
     """The fleet's routes at one generation."""
 
     generation: int = Field(0, ge=0)

@@ -8,10 +8,11 @@ from pathlib import Path
 
 from edgefleet_common.cluster import DEFAULT_CLUSTER
 from edgefleet_common.paths import state_dir
+from edgefleet_common.ports import GATEWAY_PORT
 
 DEFAULT_PORT = 7443
 DEFAULT_METRICS_PORT = 9464
-DEFAULT_GATEWAY_PORT = 7480
+DEFAULT_GATEWAY_PORT = GATEWAY_PORT
 
 
 def default_data_dir(node_id: str) -> Path:

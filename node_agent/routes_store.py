@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -23,6 +21,7 @@ from edgefleet_common.pki import write_private
 from edgefleet_contract.routing_table import RoutingTable
 from edgefleet_contract.wire import validation_problems
 from node_agent.errors import StaleGeneration
+from node_agent.state_file import set_aside
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +111,8 @@ class RoutesStore:
 
     def _set_aside(self, reason: str) -> None:
         """Keep an unreadable file for inspection under a name of its own."""
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        aside = self.path.with_name(f"{self.path.name}.unreadable-{stamp}")
         try:
-            os.replace(self.path, aside)
+            aside = set_aside(self.path)
         except OSError as exc:
             log.error(
                 "the saved routing table is unreadable and cannot be set aside; starting "

@@ -49,7 +49,7 @@ class StateFile:
             reason = f"{where}: {first['msg']}" if where else str(first["msg"])
         # Keep the unreadable file for inspection rather than overwrite the evidence.
         try:
-            aside = self._set_aside()
+            aside = set_aside(self.path)
         except OSError as exc:
             log.error(
                 "saved state is unreadable and cannot be set aside; starting empty",
@@ -61,17 +61,6 @@ class StateFile:
             extra={"path": str(aside), "error": reason},
         )
         return None
-
-    def _set_aside(self) -> Path:
-        """Move the file to a name of its own (`...unreadable-TIME`); earlier ones stay."""
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        aside = self.path.with_name(f"{self.path.name}.unreadable-{stamp}")
-        for number in itertools.count(1):
-            if not aside.exists():
-                break
-            aside = aside.with_name(f"{self.path.name}.unreadable-{stamp}-{number}")
-        os.replace(self.path, aside)
-        return aside
 
     def save(self, desired: NodeDesired) -> None:
         """Replace the saved state atomically and durably."""
@@ -91,3 +80,16 @@ class StateFile:
             os.fsync(folder)
         finally:
             os.close(folder)
+
+
+def set_aside(path: Path) -> Path:
+    """Move an unreadable saved file to a name of its own (`NAME.unreadable-TIME`), kept
+    for inspection; earlier ones stay. Returns where it went."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    aside = path.with_name(f"{path.name}.unreadable-{stamp}")
+    for number in itertools.count(1):
+        if not aside.exists():
+            break
+        aside = aside.with_name(f"{path.name}.unreadable-{stamp}-{number}")
+    os.replace(path, aside)
+    return aside

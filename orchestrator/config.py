@@ -9,10 +9,11 @@ from pathlib import Path
 from edgefleet_common.cluster import DEFAULT_CLUSTER
 from edgefleet_common.paths import state_dir
 from edgefleet_common.pki import DEFAULT_JOIN_PORT
+from edgefleet_common.ports import GATEWAY_PORT
 from orchestrator.manifest import LOCAL_NODE
 
 DEFAULT_CONTROLLER_ADDRESS = "127.0.0.1:7440"
-DEFAULT_GATEWAY_ADDRESS = "127.0.0.1:7480"
+DEFAULT_GATEWAY_ADDRESS = f"127.0.0.1:{GATEWAY_PORT}"
 DEFAULT_JOIN_ADDRESS = f"0.0.0.0:{DEFAULT_JOIN_PORT}"
 CONTROLLER_ENV = "EDGEFLEET_CONTROLLER"
 

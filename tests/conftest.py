@@ -10,7 +10,6 @@ from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFESTS = REPO / "manifests"
-SEED_MANIFESTS = REPO.parent / "shared" / "seed-manifests"
 
 # CI runs the property tests at full strength; a quick local run may lower it.
 settings.register_profile(
