@@ -120,13 +120,20 @@ class RoutesPublisher:
                 await self._task
 
     def settled(self) -> bool:
-        """Whether the first table may be made: every known node has reported, is
-        untrusted or revoked, or the startup grace is over."""
+        """Whether the first table may be made: every known node — every linked one, and
+        every one the stored assignment gives work to, found again or not — has
+        reported, is untrusted or revoked; or the startup grace is over."""
         if self._request is not None or time.monotonic() - self._started >= STARTUP_GRACE_S:
             return True
+        links = {link.node_id: link for link in self._fleet.links()}
+        # A node discovery has not found again yet still runs its work: a table made
+        # without it would send its replicas' requests nowhere.
+        working = {node for node, d in self._assignment().items() if d.models or d.agents}
+        if not working <= links.keys():
+            return False
         return all(
             link.status is not None or link.health == "untrusted" or link.revoked
-            for link in self._fleet.links()
+            for link in links.values()
         )
 
     async def _run(self) -> None:

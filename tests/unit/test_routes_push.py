@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from edgefleet.v1 import node_pb2, node_pb2_grpc
+from edgefleet_contract.desired import ModelWant, NodeDesired
 from edgefleet_contract.routing import AgentRoute, DeploymentRoutes, RoutingIndex
 from orchestrator.controller import insecure_channel
 from orchestrator.events import EventLog
@@ -206,6 +207,45 @@ def test_a_starting_controller_makes_no_table_before_its_nodes_report(
             assert publisher.settled()
             publisher.publish()
             await until(lambda: node.holds == publisher.generation == 2)
+        finally:
+            await fleet.close()
+            await server.stop(None)
+            store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_starting_controller_waits_for_the_nodes_its_assignment_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node with work in the stored assignment that discovery has not found again yet
+    counts as not heard from: the first table waits for it too."""
+
+    async def scenario() -> None:
+        store = Store.open(tmp_path / "controller.db")
+        fleet = Fleet(
+            controller_id=store.controller_id,
+            channel_factory=insecure_channel,
+            events=EventLog(store),
+            failure_timeout=lambda: 30.0,
+            on_change=lambda: None,
+        )
+        working = NodeDesired(models=(ModelWant(alias="smol"),))
+        assignment = {"n1": working, "later": working, "idle": NodeDesired()}
+        publisher = RoutesPublisher(
+            store, fleet, assignment=lambda: assignment, index=lambda: INDEX, key_digests=tuple
+        )
+        node = FakeNode("n1")
+        server, address = await serve(node)
+        try:
+            await fleet.add("n1", address, "static")
+            await until(lambda: fleet.links()[0].status is not None)
+            assert not publisher.settled()  # `later` runs work and is not linked yet
+            del assignment["later"]
+            assert publisher.settled()  # `idle` runs nothing: no need to wait for it
+            assignment["later"] = working
+            monkeypatch.setattr("orchestrator.routes_publisher.STARTUP_GRACE_S", 0.0)
+            assert publisher.settled()  # the grace is over: a table is made without it
         finally:
             await fleet.close()
             await server.stop(None)
