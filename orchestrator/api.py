@@ -30,7 +30,7 @@ from orchestrator.manifest import DesiredState, ManifestError, load_text
 from orchestrator.reconciler import Reconciler
 from orchestrator.routes_publisher import RoutesPublisher
 from orchestrator.scheduler import Plan, check_conflicts
-from orchestrator.store import EventRow, Revision, Store
+from orchestrator.store import EventRow, Revision, StateStore
 from orchestrator.trust.admin import TrustAdmin
 from orchestrator.views import (
     agent_views,
@@ -93,7 +93,7 @@ class ControllerService(MaintenanceCalls, controller_pb2_grpc.ControllerServiceS
 
     def __init__(
         self,
-        store: Store,
+        store: StateStore,
         fleet: Fleet,
         reconciler: Reconciler,
         events: EventLog,
@@ -156,7 +156,7 @@ class ControllerService(MaintenanceCalls, controller_pb2_grpc.ControllerServiceS
         dry_run: bool,
         always_new_revision: bool = False,
     ) -> controller_pb2.ApplyResponse:
-        """Store `desired` as its deployment's next revision (unless it is the current one
+        """StateStore `desired` as its deployment's next revision (unless it is the current one
         and `always_new_revision` is off, as for a rollback it is not) and reconcile."""
         current, plan = self._preview(desired)
         fingerprint = digest(desired)

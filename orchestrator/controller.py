@@ -33,7 +33,7 @@ from orchestrator.reconciler import Reconciler
 from orchestrator.routes_publisher import RoutesPublisher
 from orchestrator.routes_table import keys_in_force
 from orchestrator.routing_index import CurrentRoutingIndex
-from orchestrator.store import Store
+from orchestrator.store import SqliteStore, StateStore
 from orchestrator.trust.admin import TrustAdmin
 from orchestrator.trust.cluster_trust import ClusterTrust
 
@@ -55,7 +55,7 @@ class Controller:
     def __init__(self, config: ControllerConfig) -> None:
         self.config = config
         self.port = 0
-        self.store: Store | None = None
+        self.store: StateStore | None = None
         self._server: Any = None
         self._health = health.aio.HealthServicer()
         self._fleet: Fleet | None = None
@@ -160,13 +160,13 @@ class Controller:
                 "gateway asks no API key; anyone on the network can command the nodes"
             )
 
-    def _open_store(self) -> Store:
+    def _open_store(self) -> StateStore:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        store = self.store = Store.open(self.config.data_dir / STORE_FILE)
+        store = self.store = SqliteStore.open(self.config.data_dir / STORE_FILE)
         self._running.callback(store.close)
         return store
 
-    def _open_trust(self, store: Store) -> ClusterTrust:
+    def _open_trust(self, store: StateStore) -> ClusterTrust:
         """The cluster CA and the controller's identity (made on first start)."""
         trust = ClusterTrust(
             self.config.data_dir,
@@ -181,7 +181,7 @@ class Controller:
         return trust
 
     def _make_fleet(
-        self, store: Store, events: EventLog, trust: ClusterTrust | None
+        self, store: StateStore, events: EventLog, trust: ClusterTrust | None
     ) -> tuple[Fleet, Reconciler]:
         """The fleet and the reconciler, which call each other: the fleet's callbacks run
         only once both exist."""
@@ -244,7 +244,7 @@ class Controller:
         self._running.push_async_callback(server.stop, SHUTDOWN_GRACE_S)
 
     async def _serve_join(
-        self, listen: str, trust: ClusterTrust, store: Store, events: EventLog
+        self, listen: str, trust: ClusterTrust, store: StateStore, events: EventLog
     ) -> None:
         """Serve the join endpoint, and advertise it over mDNS when discovery is on."""
         config = self.config

@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Literal
 
-from orchestrator.store import EventRow, Store
+from orchestrator.store import EventRow, StateStore
 
 log = logging.getLogger("orchestrator.events")
 
@@ -21,7 +21,7 @@ WATCHER_BACKLOG = 1000
 class EventLog:
     """Records events in the store and hands them to live watchers."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StateStore) -> None:
         self._store = store
         self._watchers: set[asyncio.Queue[EventRow | None]] = set()
 
@@ -34,7 +34,7 @@ class EventLog:
         *,
         node_id: str = "",
     ) -> EventRow:
-        """Store an event, log it, and wake the watchers."""
+        """StateStore an event, log it, and wake the watchers."""
         row = self._store.add_event(
             severity=severity, reason=reason, object=obj, node_id=node_id, message=message
         )

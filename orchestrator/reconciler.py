@@ -23,7 +23,7 @@ from orchestrator.manifest.desired import CoordinationSpec, DesiredState
 from orchestrator.reconcile_decision import Decision, NodeReport, Stored, decide, stamped
 from orchestrator.scheduler import schedule
 from orchestrator.scheduler.model import PlanStep, Schedule
-from orchestrator.store import Store
+from orchestrator.store import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Reconciler:
 
     def __init__(
         self,
-        store: Store,
+        store: StateStore,
         fleet: Fleet,
         events: EventLog,
         *,

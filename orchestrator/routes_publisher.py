@@ -30,7 +30,7 @@ from edgefleet_contract.routing_table import RoutingTable
 from orchestrator.fleet.fleet import Fleet
 from orchestrator.fleet.node_link import NodeLink
 from orchestrator.routes_table import ReadyNode, routes_content
-from orchestrator.store import Store
+from orchestrator.store import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class RoutesPublisher:
 
     def __init__(
         self,
-        store: Store,
+        store: StateStore,
         fleet: Fleet,
         *,
         assignment: Callable[[], Mapping[str, NodeDesired]],

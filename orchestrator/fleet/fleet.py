@@ -16,7 +16,7 @@ from orchestrator.fleet.marks import NodeMarks
 from orchestrator.fleet.node_link import ChannelFactory, NodeLink
 from orchestrator.fleet.status_events import is_empty, status_events
 from orchestrator.scheduler.model import NodeState, NodeView
-from orchestrator.store import Mark, NodeMarkRow, Store
+from orchestrator.store import Mark, NodeMarkRow, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class Fleet:
 
     # -- cordon and drain ------------------------------------------------------------
 
-    def keep_marks(self, store: Store) -> None:
+    def keep_marks(self, store: StateStore) -> None:
         """Take the marks the store kept (a restarted controller keeps its cordons) and
         keep every change there; called once, before the first scheduling pass."""
         self.marks = NodeMarks(store)

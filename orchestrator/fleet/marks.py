@@ -6,13 +6,13 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from orchestrator.store import Mark, NodeMarkRow, Store
+from orchestrator.store import Mark, NodeMarkRow, StateStore
 
 
 class NodeMarks:
     """Every node's mark, by id; written through to the store when there is one."""
 
-    def __init__(self, store: Store | None = None) -> None:
+    def __init__(self, store: StateStore | None = None) -> None:
         self._store = store
         self._marks: dict[str, NodeMarkRow] = store.node_marks() if store is not None else {}
 

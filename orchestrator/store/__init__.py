@@ -12,7 +12,8 @@ from orchestrator.store.events import DEFAULT_MAX_EVENTS, EventRow, Severity
 from orchestrator.store.node_marks import Mark, NodeMarkRow
 from orchestrator.store.nodes import DiscoveredBy, NodeRow
 from orchestrator.store.revisions import DeploymentRow, Revision
-from orchestrator.store.store import Store
+from orchestrator.store.sqlite_store import SqliteStore
+from orchestrator.store.state_store import StateStore
 
 __all__ = [
     "DEFAULT_MAX_EVENTS",
@@ -26,7 +27,8 @@ __all__ = [
     "NodeRow",
     "Revision",
     "Severity",
-    "Store",
+    "SqliteStore",
+    "StateStore",
     "StoreError",
     "Synchronous",
 ]

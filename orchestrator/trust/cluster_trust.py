@@ -21,7 +21,7 @@ from edgefleet.v1 import trust_pb2_grpc
 from edgefleet_common.grpc_transport import client_options, server_options
 from edgefleet_common.pki import Credentials, node_server_name, write_private
 from orchestrator.events import EventLog
-from orchestrator.store import Store
+from orchestrator.store import StateStore
 from orchestrator.trust.ca import DEFAULT_NODE_CERT_LIFETIME, ClusterCa
 from orchestrator.trust.credential_book import CredentialBook
 from orchestrator.trust.join_service import JoinService
@@ -40,7 +40,7 @@ class ClusterTrust:
     def __init__(
         self,
         data_dir: Path,
-        store: Store,
+        store: StateStore,
         *,
         node_cert_lifetime: timedelta = DEFAULT_NODE_CERT_LIFETIME,
     ) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from edgefleet_common.join_token import JoinToken, TokenFormatError, split_credential
 from edgefleet_contract.api_keys import ApiKey, MalformedApiKey, parse_api_key, secret_digest
-from orchestrator.store import Store
+from orchestrator.store import StateStore
 from orchestrator.store.credentials import CredentialKind, CredentialRow
 
 USED_WRITE_INTERVAL_S = 60.0
@@ -31,7 +31,7 @@ class CredentialBook:
     """The controller's join tokens and API keys, in its store."""
 
     def __init__(
-        self, store: Store, ca_fingerprint: str, clock: Callable[[], float] = time.time
+        self, store: StateStore, ca_fingerprint: str, clock: Callable[[], float] = time.time
     ) -> None:
         self._store = store
         self._fingerprint = ca_fingerprint

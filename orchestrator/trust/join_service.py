@@ -17,7 +17,7 @@ from edgefleet_common.grpc_errors import Ctx, ErrorMapping, StatusError
 from edgefleet_common.pki import PkiError, load_cert, load_csr, node_id_of, now, valid_node_id
 from edgefleet_contract.wire import timestamp
 from orchestrator.events import EventLog
-from orchestrator.store import Store
+from orchestrator.store import StateStore
 from orchestrator.trust.ca import ClusterCa, IssuedCert
 from orchestrator.trust.credential_book import CredentialBook, CredentialRejected
 
@@ -46,7 +46,7 @@ class JoinService(trust_pb2_grpc.JoinServiceServicer):
         self,
         ca: ClusterCa,
         book: CredentialBook,
-        store: Store,
+        store: StateStore,
         events: EventLog,
         lifetime: timedelta,
         on_join: Callable[[str], None] = lambda node_id: None,

@@ -15,7 +15,7 @@ from orchestrator.api import MAX_EVENT_ID, ControllerService
 from orchestrator.controller import insecure_channel
 from orchestrator.events import EventLog
 from orchestrator.fleet.fleet import Fleet
-from orchestrator.store import Store
+from orchestrator.store import SqliteStore
 
 
 class Aborted(Exception):
@@ -40,7 +40,7 @@ class Context:
 def service(tmp_path: Path) -> Iterator[ControllerService]:
     """The API over a store with three events and a fleet of no node; no reconciler or
     router is used."""
-    store = Store.open(tmp_path / "controller.db")
+    store = SqliteStore.open(tmp_path / "controller.db")
     events = EventLog(store)
     for n in range(3):
         events.record("info", "Test", f"node/n{n}", f"event {n}")

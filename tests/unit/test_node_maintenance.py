@@ -24,7 +24,7 @@ from orchestrator.fleet.node_link import NodeLink
 from orchestrator.manifest import load_text
 from orchestrator.reconciler import Reconciler
 from orchestrator.scheduler.model import Plan, Unplaced
-from orchestrator.store import Store
+from orchestrator.store import SqliteStore
 
 MANIFEST = """\
 deployment:
@@ -62,7 +62,7 @@ class Context:
 class Controller:
     """The controller's parts over one store, as `Controller.start` wires them."""
 
-    store: Store
+    store: SqliteStore
     events: EventLog
     fleet: Fleet
     reconciler: Reconciler
@@ -70,7 +70,7 @@ class Controller:
 
     @classmethod
     def open(cls, path: Path) -> Controller:
-        store = Store.open(path)
+        store = SqliteStore.open(path)
         events = EventLog(store)
         fleet = Fleet(
             controller_id=store.controller_id,

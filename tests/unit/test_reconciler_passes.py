@@ -13,7 +13,7 @@ from orchestrator.events import EventLog
 from orchestrator.fleet.fleet import Fleet
 from orchestrator.manifest import LoadedManifest, load_text
 from orchestrator.reconciler import Reconciler
-from orchestrator.store import Store
+from orchestrator.store import SqliteStore
 
 FLEET = """
 deployment:
@@ -31,12 +31,12 @@ deployment:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(tmp_path / "controller.db") as opened:
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    with SqliteStore.open(tmp_path / "controller.db") as opened:
         yield opened
 
 
-def add(store: Store, loaded: LoadedManifest) -> None:
+def add(store: SqliteStore, loaded: LoadedManifest) -> None:
     store.add_revision(
         loaded.desired.name,
         source=loaded.source,
@@ -47,7 +47,7 @@ def add(store: Store, loaded: LoadedManifest) -> None:
     )
 
 
-def passes(store: Store, *manifests: str, again: int = 0) -> tuple[Reconciler, list[str]]:
+def passes(store: SqliteStore, *manifests: str, again: int = 0) -> tuple[Reconciler, list[str]]:
     """A new reconciler's pass after each manifest is stored, then `again` more passes;
     the reconciler and every event recorded."""
 
@@ -72,7 +72,7 @@ def passes(store: Store, *manifests: str, again: int = 0) -> tuple[Reconciler, l
     return reconciler, [e.message for e in reversed(store.events(limit=100))]
 
 
-def test_a_pass_stores_each_node_a_generation_and_records_its_steps(store: Store) -> None:
+def test_a_pass_stores_each_node_a_generation_and_records_its_steps(store: SqliteStore) -> None:
     reconciler, events = passes(store, FLEET)
     generations = {node: d.generation for node, d in reconciler.assignment.items()}
     assert generations == {"n1": 1, "n2": 2}
@@ -82,7 +82,7 @@ def test_a_pass_stores_each_node_a_generation_and_records_its_steps(store: Store
     assert "starting agent notes on n2" in "\n".join(events)
 
 
-def test_passes_over_the_same_desired_state_change_nothing(store: Store) -> None:
+def test_passes_over_the_same_desired_state_change_nothing(store: SqliteStore) -> None:
     once, events_once = passes(store, FLEET)
     again, events_again = passes(store, again=2)  # also a restarted controller
     assert again.assignment == once.assignment
@@ -90,7 +90,7 @@ def test_passes_over_the_same_desired_state_change_nothing(store: Store) -> None
     assert store.last_generation() == 2
 
 
-def test_an_edit_renumbers_only_the_node_it_changes(store: Store) -> None:
+def test_an_edit_renumbers_only_the_node_it_changes(store: SqliteStore) -> None:
     reconciler, events = passes(store, FLEET, FLEET.replace("Be kind.", "Be brief."))
     assert {n: d.generation for n, d in reconciler.assignment.items()} == {"n1": 3, "n2": 2}
     assert reconciler.assignment["n1"].agents[0].instructions == "Be brief."

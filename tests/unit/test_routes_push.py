@@ -20,7 +20,7 @@ from orchestrator.events import EventLog
 from orchestrator.fleet import node_link
 from orchestrator.fleet.fleet import Fleet
 from orchestrator.routes_publisher import RoutesPublisher
-from orchestrator.store import Store
+from orchestrator.store import SqliteStore
 
 INDEX = RoutingIndex(deployments=(DeploymentRoutes(name="d", agents=(AgentRoute(name="a"),)),))
 WAIT_S = 20.0
@@ -86,7 +86,7 @@ async def run_fleet(
 ) -> tuple[list[int], RoutesPublisher]:
     """Serve the nodes, connect a fleet to them, publish until every trusted node holds
     the current table; returns each node's final generation and the publisher."""
-    store = Store.open(tmp_path / "controller.db")
+    store = SqliteStore.open(tmp_path / "controller.db")
     events = EventLog(store)
     holder: list[RoutesPublisher] = []
     fleet = Fleet(
@@ -165,7 +165,7 @@ def test_a_node_refusing_an_older_table_makes_the_generation_rise_above(
     refused = [g for g in secretive.received if g < 5]
     assert refused
     assert refused == sorted(refused)
-    with Store.open(tmp_path / "controller.db") as store:
+    with SqliteStore.open(tmp_path / "controller.db") as store:
         assert store.routes_generation() == publisher.generation
 
 
@@ -183,7 +183,7 @@ def test_a_starting_controller_makes_no_table_before_its_nodes_report(
     for it, or for the end of the startup grace."""
 
     async def scenario() -> None:
-        store = Store.open(tmp_path / "controller.db")
+        store = SqliteStore.open(tmp_path / "controller.db")
         store.number_routes("an earlier table")
         fleet = Fleet(
             controller_id=store.controller_id,
@@ -222,7 +222,7 @@ def test_a_starting_controller_waits_for_the_nodes_its_assignment_names(
     counts as not heard from: the first table waits for it too."""
 
     async def scenario() -> None:
-        store = Store.open(tmp_path / "controller.db")
+        store = SqliteStore.open(tmp_path / "controller.db")
         fleet = Fleet(
             controller_id=store.controller_id,
             channel_factory=insecure_channel,

@@ -9,7 +9,7 @@ from edgefleet_contract.desired import AgentWant, ModelWant, NodeDesired
 from edgefleet_contract.routing import AgentRoute, DeploymentRoutes, ModelRoute, RoutingIndex
 from edgefleet_contract.routing_table import ReplicaRoute
 from orchestrator.routes_table import ReadyNode, keys_in_force, routes_content
-from orchestrator.store import Store
+from orchestrator.store import SqliteStore
 from orchestrator.store.credentials import CredentialRow
 
 INDEX = RoutingIndex(
@@ -99,18 +99,18 @@ def test_the_generation_grows_only_with_the_content_and_survives_a_reopen(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "controller.db"
-    with Store.open(path) as store:
+    with SqliteStore.open(path) as store:
         assert store.routes_generation() == 0
         assert store.number_routes("A") == 1
         assert store.number_routes("A") == 1
         assert store.number_routes("B") == 2
         # A node reports holding 2: still ours, same content.
         assert store.number_routes("B", floor=2) == 2
-    with Store.open(path) as store:
+    with SqliteStore.open(path) as store:
         assert store.routes_generation() == 2
         assert store.number_routes("B") == 2  # same table after a restart: same number
         assert store.number_routes("A") == 3  # back to older content: still a new number
         # A node holds 9 (this store came from a backup): same content, numbered above.
         assert store.number_routes("A", floor=9) == 10
-    with Store.open(path) as store:
+    with SqliteStore.open(path) as store:
         assert store.number_routes("C") == 11

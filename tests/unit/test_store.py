@@ -15,7 +15,7 @@ from orchestrator.store import (
     EventRow,
     NodeAssignment,
     Revision,
-    Store,
+    SqliteStore,
     StoreError,
 )
 
@@ -37,12 +37,14 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
-    with Store.open(tmp_path / "store.sqlite", clock=clock) as opened:
+def store(tmp_path: Path, clock: Clock) -> Iterator[SqliteStore]:
+    with SqliteStore.open(tmp_path / "store.sqlite", clock=clock) as opened:
         yield opened
 
 
-def apply(store: Store, deployment: str, text: str = "manifest", cause: str = "apply") -> Revision:
+def apply(
+    store: SqliteStore, deployment: str, text: str = "manifest", cause: str = "apply"
+) -> Revision:
     return store.add_revision(
         deployment,
         source="fleet.yaml",
@@ -58,24 +60,24 @@ def apply(store: Store, deployment: str, text: str = "manifest", cause: str = "a
 
 def test_controller_id_is_made_once_and_kept(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
-    with Store.open(path) as first:
+    with SqliteStore.open(path) as first:
         made = first.controller_id
-    with Store.open(path) as again:
+    with SqliteStore.open(path) as again:
         assert again.controller_id == made
-    with Store.open(tmp_path / "other.sqlite") as other:
+    with SqliteStore.open(tmp_path / "other.sqlite") as other:
         assert other.controller_id != made
     assert len(made) >= 32
 
 
 def test_cluster_name_is_set_on_creation_and_checked_later(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
-    with Store.open(path, cluster_name="factory-7") as store:
+    with SqliteStore.open(path, cluster_name="factory-7") as store:
         assert store.cluster_name == "factory-7"
-    with Store.open(path) as store:
+    with SqliteStore.open(path) as store:
         assert store.cluster_name == "factory-7"
     with pytest.raises(StoreError, match="belongs to cluster 'factory-7', not 'lab'"):
-        Store.open(path, cluster_name="lab")
-    with Store.open(tmp_path / "unnamed.sqlite") as store:
+        SqliteStore.open(path, cluster_name="lab")
+    with SqliteStore.open(tmp_path / "unnamed.sqlite") as store:
         assert store.cluster_name == DEFAULT_CLUSTER
 
 
@@ -86,7 +88,7 @@ def test_store_error_is_an_edgefleet_error() -> None:
 # Revisions and deployments
 
 
-def test_revisions_are_numbered_per_deployment_from_one(store: Store, clock: Clock) -> None:
+def test_revisions_are_numbered_per_deployment_from_one(store: SqliteStore, clock: Clock) -> None:
     first = apply(store, "chat", "v1")
     assert first == Revision(
         deployment="chat",
@@ -104,7 +106,7 @@ def test_revisions_are_numbered_per_deployment_from_one(store: Store, clock: Clo
     assert apply(store, "vision", "v2").number == 2
 
 
-def test_current_is_the_latest_revision_of_each_live_deployment_by_name(store: Store) -> None:
+def test_current_is_the_latest_revision_of_each_live_deployment_by_name(store: SqliteStore) -> None:
     apply(store, "vision", "v1")
     apply(store, "chat", "v1")
     latest_chat = apply(store, "chat", "v2")
@@ -115,7 +117,7 @@ def test_current_is_the_latest_revision_of_each_live_deployment_by_name(store: S
     assert current[0] == latest_chat
 
 
-def test_revision_and_revisions_newest_first(store: Store) -> None:
+def test_revision_and_revisions_newest_first(store: SqliteStore) -> None:
     for text in ("v1", "v2", "v3"):
         apply(store, "chat", text)
     assert [r.number for r in store.revisions("chat")] == [3, 2, 1]
@@ -128,7 +130,9 @@ def test_revision_and_revisions_newest_first(store: Store) -> None:
     assert store.revisions("nobody") == []
 
 
-def test_delete_keeps_history_and_reapply_continues_numbering(store: Store, clock: Clock) -> None:
+def test_delete_keeps_history_and_reapply_continues_numbering(
+    store: SqliteStore, clock: Clock
+) -> None:
     apply(store, "chat", "v1")
     apply(store, "chat", "v2")
     assert store.delete_deployment("chat") is True
@@ -149,7 +153,7 @@ def test_delete_keeps_history_and_reapply_continues_numbering(store: Store, cloc
     assert store.current() == [again]
 
 
-def test_deployments_lists_all_by_name(store: Store) -> None:
+def test_deployments_lists_all_by_name(store: SqliteStore) -> None:
     apply(store, "vision")
     apply(store, "chat")
     apply(store, "chat", "v2")
@@ -161,16 +165,16 @@ def test_deployments_lists_all_by_name(store: Store) -> None:
     ]
 
 
-def test_a_deployment_needs_a_name(store: Store) -> None:
+def test_a_deployment_needs_a_name(store: SqliteStore) -> None:
     with pytest.raises(ValueError, match="name"):
         apply(store, "")
 
 
 def test_revisions_survive_reopening(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
-    with Store.open(path) as store:
+    with SqliteStore.open(path) as store:
         written = apply(store, "chat", "v1")
-    with Store.open(path) as store:
+    with SqliteStore.open(path) as store:
         assert store.current() == [written]
         assert apply(store, "chat", "v2").number == 2
 
@@ -179,7 +183,7 @@ def test_revisions_survive_reopening(tmp_path: Path) -> None:
 
 
 def test_generations_increase_across_nodes_and_only_for_changed_ones(
-    store: Store, clock: Clock
+    store: SqliteStore, clock: Clock
 ) -> None:
     assert store.assignment() == {}
     assert store.last_generation() == 0
@@ -205,7 +209,7 @@ def test_generations_increase_across_nodes_and_only_for_changed_ones(
     assert store.last_generation() == 6
 
 
-def test_identical_desired_state_gets_no_new_generation(store: Store) -> None:
+def test_identical_desired_state_gets_no_new_generation(store: SqliteStore) -> None:
     store.save_assignment({"edge-1": "a"})
     before = store.assignment()
     assert store.save_assignment({"edge-1": "a"}) == {}
@@ -214,7 +218,7 @@ def test_identical_desired_state_gets_no_new_generation(store: Store) -> None:
     assert store.last_generation() == 1
 
 
-def test_generation_floor_lifts_the_counter_but_never_lowers_it(store: Store) -> None:
+def test_generation_floor_lifts_the_counter_but_never_lowers_it(store: SqliteStore) -> None:
     store.save_assignment({"edge-1": "a"})
     assert store.raise_generation_floor(40) == 40
     assert store.save_assignment({"edge-1": "b", "edge-2": "c"}) == {"edge-1": 41, "edge-2": 42}
@@ -222,7 +226,7 @@ def test_generation_floor_lifts_the_counter_but_never_lowers_it(store: Store) ->
     assert store.save_assignment({"edge-1": "c"}) == {"edge-1": 43}
 
 
-def test_a_forced_node_is_renumbered_even_when_unchanged(store: Store) -> None:
+def test_a_forced_node_is_renumbered_even_when_unchanged(store: SqliteStore) -> None:
     store.save_assignment({"edge-1": "a", "edge-2": "b"})
     # edge-2 reported generation 50 (the store was restored from an older backup).
     store.raise_generation_floor(50)
@@ -235,10 +239,10 @@ def test_a_forced_node_is_renumbered_even_when_unchanged(store: Store) -> None:
 
 def test_the_counter_survives_reopening(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
-    with Store.open(path) as store:
+    with SqliteStore.open(path) as store:
         store.save_assignment({"edge-1": "a", "edge-2": "b"})
         store.raise_generation_floor(9)
-    with Store.open(path) as store:
+    with SqliteStore.open(path) as store:
         assert store.last_generation() == 9
         assert store.save_assignment({"edge-1": "z"}) == {"edge-1": 10}
 
@@ -246,7 +250,7 @@ def test_the_counter_survives_reopening(tmp_path: Path) -> None:
 # Nodes
 
 
-def test_upsert_node_records_and_updates_keeping_first_sighting(store: Store) -> None:
+def test_upsert_node_records_and_updates_keeping_first_sighting(store: SqliteStore) -> None:
     row = store.upsert_node(
         "edge-1",
         address="10.0.0.5:7443",
@@ -271,7 +275,7 @@ def test_upsert_node_records_and_updates_keeping_first_sighting(store: Store) ->
     assert dict(updated.labels) == {}
 
 
-def test_node_labels_cannot_be_changed_through_a_row(store: Store) -> None:
+def test_node_labels_cannot_be_changed_through_a_row(store: SqliteStore) -> None:
     row = store.upsert_node(
         "edge-1", address="h:1", discovered_by="mdns", labels={"a": "1"}, last_seen=1.0
     )
@@ -279,7 +283,7 @@ def test_node_labels_cannot_be_changed_through_a_row(store: Store) -> None:
         row.labels["a"] = "2"  # type: ignore[index]
 
 
-def test_upsert_node_rejects_an_unknown_discovery_source(store: Store) -> None:
+def test_upsert_node_rejects_an_unknown_discovery_source(store: SqliteStore) -> None:
     with pytest.raises(ValueError, match="discovered_by"):
         store.upsert_node(
             "edge-1",
@@ -290,7 +294,7 @@ def test_upsert_node_rejects_an_unknown_discovery_source(store: Store) -> None:
         )
 
 
-def test_forget_node_drops_it_and_its_assignment(store: Store) -> None:
+def test_forget_node_drops_it_and_its_assignment(store: SqliteStore) -> None:
     store.upsert_node("edge-1", address="h:1", discovered_by="mdns", labels={}, last_seen=1.0)
     store.upsert_node("edge-2", address="h:2", discovered_by="mdns", labels={}, last_seen=1.0)
     store.save_assignment({"edge-1": "a", "edge-2": "b"})
@@ -305,13 +309,13 @@ def test_forget_node_drops_it_and_its_assignment(store: Store) -> None:
 # Events
 
 
-def event(store: Store, n: int, obj: str = "node/edge-1") -> EventRow:
+def event(store: SqliteStore, n: int, obj: str = "node/edge-1") -> EventRow:
     return store.add_event(
         severity="info", reason="NodeReady", object=obj, node_id="edge-1", message=f"event {n}"
     )
 
 
-def test_add_event_numbers_and_times_events(store: Store, clock: Clock) -> None:
+def test_add_event_numbers_and_times_events(store: SqliteStore, clock: Clock) -> None:
     first = store.add_event(
         severity="warning",
         reason="NodeSuspect",
@@ -336,7 +340,7 @@ def test_add_event_numbers_and_times_events(store: Store, clock: Clock) -> None:
     assert store.events() == [first, second]
 
 
-def test_events_after_an_id_and_about_an_object(store: Store) -> None:
+def test_events_after_an_id_and_about_an_object(store: SqliteStore) -> None:
     rows = [event(store, n, "node/edge-1" if n % 2 else "node/edge-2") for n in range(1, 9)]
     assert store.events(after_id=5) == rows[5:]
     assert [e.message for e in store.events(object="node/edge-2")] == [
@@ -349,7 +353,7 @@ def test_events_after_an_id_and_about_an_object(store: Store) -> None:
     assert store.events(object="node/nobody") == []
 
 
-def test_events_with_a_limit_are_the_newest_still_oldest_first(store: Store) -> None:
+def test_events_with_a_limit_are_the_newest_still_oldest_first(store: SqliteStore) -> None:
     for n in range(1, 11):
         event(store, n, "node/edge-1" if n % 2 else "node/edge-2")
     assert [e.id for e in store.events(limit=3)] == [8, 9, 10]
@@ -361,7 +365,7 @@ def test_events_with_a_limit_are_the_newest_still_oldest_first(store: Store) -> 
 
 
 def test_events_are_trimmed_to_the_limit_and_ids_never_reused(tmp_path: Path) -> None:
-    with Store.open(tmp_path / "store.sqlite", max_events=20) as store:
+    with SqliteStore.open(tmp_path / "store.sqlite", max_events=20) as store:
         for n in range(1, 101):
             last = event(store, n)
             kept = store.events()
@@ -369,19 +373,19 @@ def test_events_are_trimmed_to_the_limit_and_ids_never_reused(tmp_path: Path) ->
             assert kept[-1] == last
         assert len(store.events()) >= 18  # trims only a tenth below the limit
         assert [e.id for e in store.events()] == list(range(101 - len(store.events()), 101))
-    with Store.open(tmp_path / "store.sqlite", max_events=20) as store:
+    with SqliteStore.open(tmp_path / "store.sqlite", max_events=20) as store:
         assert event(store, 101).id == 101
 
 
 def test_a_limit_of_one_keeps_the_newest_event(tmp_path: Path) -> None:
-    with Store.open(tmp_path / "store.sqlite", max_events=1) as store:
+    with SqliteStore.open(tmp_path / "store.sqlite", max_events=1) as store:
         for n in range(1, 4):
             event(store, n)
         assert [e.message for e in store.events()] == ["event 3"]
 
 
 def test_events_keep_ten_thousand_by_default(tmp_path: Path) -> None:
-    with Store.open(tmp_path / "store.sqlite") as store:
+    with SqliteStore.open(tmp_path / "store.sqlite") as store:
         for n in range(1, 10_002):
             event(store, n)
         kept = store.events()
@@ -394,7 +398,7 @@ def test_events_keep_ten_thousand_by_default(tmp_path: Path) -> None:
     [("fatal", "NodeReady", "severity"), ("info", "Node Ready", "one word"), ("info", "", "word")],
 )
 def test_add_event_rejects_bad_severity_and_reason(
-    store: Store, severity: str, reason: str, match: str
+    store: SqliteStore, severity: str, reason: str, match: str
 ) -> None:
     with pytest.raises(ValueError, match=match):
         store.add_event(
@@ -411,13 +415,13 @@ def test_add_event_rejects_bad_severity_and_reason(
 
 def test_settings_round_trip_and_persist(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
-    with Store.open(path) as store:
+    with SqliteStore.open(path) as store:
         assert store.get_setting("join_token") is None
         store.set_setting("join_token", "abc")
         store.set_setting("join_token", "def")
         store.set_setting("controller_id", "not-the-identity")
         identity = store.controller_id
-    with Store.open(path) as store:
+    with SqliteStore.open(path) as store:
         assert store.get_setting("join_token") == "def"
         assert store.controller_id == identity  # settings never touch identity
 
@@ -426,14 +430,14 @@ def test_settings_round_trip_and_persist(tmp_path: Path) -> None:
 
 
 def test_a_closed_store_says_so(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "store.sqlite")
+    store = SqliteStore.open(tmp_path / "store.sqlite")
     store.close()
     store.close()  # twice is fine
     with pytest.raises(StoreError, match="is closed"):
         store.nodes()
 
 
-def test_calls_from_several_threads_do_not_interleave(store: Store) -> None:
+def test_calls_from_several_threads_do_not_interleave(store: SqliteStore) -> None:
     def work(worker: int) -> None:
         for n in range(50):
             event(store, n, f"node/edge-{worker}")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.store import Store
+from orchestrator.store import SqliteStore
 from tests.conftest import REPO
 
 NODES = tuple(f"edge-{n}" for n in range(8))
@@ -35,10 +35,10 @@ KILLS = 10
 CHILD = f"""
 import hashlib, json, sys
 from pathlib import Path
-from orchestrator.store import Store
+from orchestrator.store import SqliteStore
 
 NODES = {NODES!r}
-store = Store.open(Path(sys.argv[1]), max_events={MAX_EVENTS})
+store = SqliteStore.open(Path(sys.argv[1]), max_events={MAX_EVENTS})
 saved = store.assignment()
 batch = max((json.loads(a.desired_json)["batch"] for a in saved.values()), default=0)
 print("ready", flush=True)
@@ -117,7 +117,7 @@ def check_consistent(path: Path, acknowledged: Acknowledged) -> None:
     finally:
         conn.close()
 
-    with Store.open(path, max_events=MAX_EVENTS) as store:
+    with SqliteStore.open(path, max_events=MAX_EVENTS) as store:
         # Assignment: one whole batch, never a mix; nothing acknowledged lost.
         assignment = store.assignment()
         batches = {json.loads(a.desired_json)["batch"] for a in assignment.values()}

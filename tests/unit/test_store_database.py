@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.store import SCHEMA_VERSION, Store, StoreError
+from orchestrator.store import SCHEMA_VERSION, SqliteStore, StoreError
 from orchestrator.store import database as database_module
 from orchestrator.store.assignment import save_assignment
 from orchestrator.store.database import Database
@@ -55,7 +55,7 @@ def open_umask() -> Iterator[None]:
 @pytest.mark.usefixtures("open_umask")
 def test_the_store_and_its_log_are_private_whatever_the_umask(tmp_path: Path) -> None:
     path = tmp_path / "data" / "store.sqlite"
-    with Store.open(path) as store:
+    with SqliteStore.open(path) as store:
         store.set_setting("k", "v")  # a write, so the log files exist
         assert mode(path) == 0o600
         assert mode(path.with_name("store.sqlite-wal")) == 0o600
@@ -65,9 +65,9 @@ def test_the_store_and_its_log_are_private_whatever_the_umask(tmp_path: Path) ->
 
 def test_an_existing_store_readable_by_others_is_tightened(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
-    Store.open(path).close()
+    SqliteStore.open(path).close()
     path.chmod(0o644)
-    with Store.open(path):
+    with SqliteStore.open(path):
         assert mode(path) == 0o600
 
 
@@ -92,14 +92,14 @@ def test_an_unknown_synchronous_level_is_refused(tmp_path: Path) -> None:
 def test_an_unwritable_folder_is_explained(tmp_path: Path) -> None:
     (tmp_path / "taken").write_text("a file where a folder should be")
     with pytest.raises(StoreError, match=r"cannot open the store at .*taken/store\.sqlite"):
-        Store.open(tmp_path / "taken" / "store.sqlite")
+        SqliteStore.open(tmp_path / "taken" / "store.sqlite")
 
 
 def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
     path.write_bytes(b"definitely not SQLite\n" * 20)
     with pytest.raises(StoreError, match="not a readable EdgeFleet store; restore it"):
-        Store.open(path)
+        SqliteStore.open(path)
 
 
 def test_another_programs_database_is_refused(tmp_path: Path) -> None:
@@ -109,7 +109,7 @@ def test_another_programs_database_is_refused(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     with pytest.raises(StoreError, match="another program's SQLite database"):
-        Store.open(path)
+        SqliteStore.open(path)
     assert tables(path) == {"photos"}  # left untouched
 
 
@@ -118,7 +118,7 @@ def test_a_store_held_by_another_writer_is_explained(
 ) -> None:
     monkeypatch.setattr(database_module, "BUSY_TIMEOUT", 0.1)
     path = tmp_path / "store.sqlite"
-    store = Store.open(path)
+    store = SqliteStore.open(path)
     other = sqlite3.connect(path, isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")
@@ -137,7 +137,7 @@ def test_a_store_held_by_another_writer_is_explained(
 
 def test_a_new_store_is_at_the_current_schema(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
-    Store.open(path).close()
+    SqliteStore.open(path).close()
     assert user_version(path) == SCHEMA_VERSION == len(MIGRATIONS)
 
 
@@ -160,7 +160,7 @@ def test_a_schema_1_store_is_upgraded_keeping_its_data(tmp_path: Path) -> None:
     assert user_version(path) == 1
     assert "events" not in tables(path)
 
-    with Store.open(path) as store:
+    with SqliteStore.open(path) as store:
         assert [(r.deployment, r.number) for r in store.current()] == [("chat", 1)]
         assert store.assignment()["edge-1"].generation == 1
         assert (
@@ -175,7 +175,7 @@ def test_a_schema_1_store_is_upgraded_keeping_its_data(tmp_path: Path) -> None:
 
 def test_a_later_table_is_one_more_migration(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
-    Store.open(path).close()
+    SqliteStore.open(path).close()
     later = (
         *MIGRATIONS,
         Migration(
@@ -190,7 +190,7 @@ def test_a_later_table_is_one_more_migration(tmp_path: Path) -> None:
 
 def test_a_failing_migration_leaves_the_previous_version_whole(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
-    Store.open(path).close()
+    SqliteStore.open(path).close()
     broken = (
         *MIGRATIONS,
         Migration(summary="broken", statements=("CREATE TABLE half (x TEXT)", "NOT SQL AT ALL")),
@@ -199,12 +199,12 @@ def test_a_failing_migration_leaves_the_previous_version_whole(tmp_path: Path) -
         Database.open(path, migrations=broken)
     assert user_version(path) == SCHEMA_VERSION
     assert "half" not in tables(path)
-    Store.open(path).close()  # still opens as before
+    SqliteStore.open(path).close()  # still opens as before
 
 
 def test_a_store_from_a_newer_edgefleet_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
-    with Store.open(path) as store:
+    with SqliteStore.open(path) as store:
         store.set_setting("k", "v")
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA user_version = 7")
@@ -214,5 +214,5 @@ def test_a_store_from_a_newer_edgefleet_is_refused(tmp_path: Path) -> None:
         f"\\(schema 7, this one knows {SCHEMA_VERSION}\\); upgrade edgectl"
     )
     with pytest.raises(StoreError, match=expected):
-        Store.open(path)
+        SqliteStore.open(path)
     assert user_version(path) == 7  # never downgraded

@@ -30,7 +30,7 @@ from edgefleet_common.pki import (
 )
 from node_agent import node_trust
 from orchestrator.events import EventLog
-from orchestrator.store import Store
+from orchestrator.store import SqliteStore
 from orchestrator.trust.ca import ClusterCa
 from orchestrator.trust.cluster_trust import ClusterTrust
 from orchestrator.trust.credential_book import CredentialBook, CredentialRejected
@@ -45,8 +45,8 @@ class Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(tmp_path / "controller.db") as opened:
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    with SqliteStore.open(tmp_path / "controller.db") as opened:
         yield opened
 
 
@@ -63,7 +63,7 @@ def test_a_token_round_trips_and_bad_ones_say_what_is_wrong_without_echoing() ->
         assert token.secret not in str(refused.value)
 
 
-def test_the_book_keeps_digests_checks_expiry_and_revocation(store: Store) -> None:
+def test_the_book_keeps_digests_checks_expiry_and_revocation(store: SqliteStore) -> None:
     clock = Clock()
     book = CredentialBook(store, "cd" * 32, clock=clock)
     row, shown = book.create("join-token", "for the kiosk", ttl_s=60)
@@ -120,7 +120,7 @@ def test_the_ca_is_made_once_and_binds_node_certificates_to_their_ids(tmp_path: 
 class JoinEndpoint:
     """A join endpoint on loopback, driven from a worker thread like a node would."""
 
-    def __init__(self, tmp_path: Path, store: Store, lifetime: timedelta) -> None:
+    def __init__(self, tmp_path: Path, store: SqliteStore, lifetime: timedelta) -> None:
         self.trust = ClusterTrust(tmp_path / "ctl", store, node_cert_lifetime=lifetime)
         self.token = JoinToken.parse(self.trust.ensure_token_file().read_text())
         self.tmp_path = tmp_path
@@ -146,7 +146,7 @@ def _renew_call(address: str, ca_pem: bytes, request: trust_pb2.RenewRequest) ->
     return grpc.StatusCode.OK
 
 
-def test_join_renew_and_every_refusal_over_tls(tmp_path: Path, store: Store) -> None:
+def test_join_renew_and_every_refusal_over_tls(tmp_path: Path, store: SqliteStore) -> None:
     endpoint = JoinEndpoint(tmp_path, store, timedelta(hours=1))
 
     def scenario() -> None:

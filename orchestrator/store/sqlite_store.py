@@ -1,4 +1,4 @@
-"""`Store`: everything the controller must not forget, one short transaction per call."""
+"""`SqliteStore`: what the controller must not forget, one short SQLite transaction per call."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from orchestrator.store.nodes import DiscoveredBy, NodeRow
 from orchestrator.store.revisions import DeploymentRow, Revision
 
 
-class Store:
+class SqliteStore:
     """The controller's state: revisions, deployments, nodes, assignment, events, settings.
 
     Every method is one transaction: a controller killed at any moment reopens
@@ -64,7 +64,7 @@ class Store:
         synchronous: Synchronous = "normal",
         max_events: int = DEFAULT_MAX_EVENTS,
         clock: Callable[[], float] = time.time,
-    ) -> Store:
+    ) -> SqliteStore:
         """Open the store at `path`, creating and upgrading it as needed.
 
         `cluster_name` names a new store; for an existing one it must match
@@ -119,7 +119,7 @@ class Store:
         """Close the store; safe to call twice."""
         self._db.close()
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> SqliteStore:
         return self
 
     def __exit__(
