@@ -20,6 +20,10 @@ Ctx: TypeAlias = Any
 """grpc.aio.ServicerContext (grpcio ships no type information)."""
 Classify = Callable[[Exception], "tuple[grpc.StatusCode, str] | None"]
 
+ANSWERED_KEY = "edgefleet-answered"
+"""Trailing metadata on every status a handler chose: with it, a client tells a server that
+answered UNAVAILABLE (e.g. its store cannot take writes) from a connection that broke."""
+
 MAX_MESSAGE_BYTES = 4096
 """Longest status message sent, as it travels (percent-encoded in a trailer). A message may
 quote a request's values, which can be megabytes; a client refuses trailers past 8-16 KiB
@@ -62,6 +66,7 @@ class ErrorMapping:
         known = self._classify(error)
         if known is not None:
             code, message = known
+            context.set_trailing_metadata(((ANSWERED_KEY, "1"),))
             await context.abort(code, bounded(message))
         self._log.exception("unexpected error in an API call", exc_info=error)
         message = f"unexpected error {self._where}: {error!r}"

@@ -2,12 +2,15 @@
 
 The cluster CA and every certificate it issues use ECDSA P-256. A certificate
 names what it belongs to in a URI subject-alternative name: `edgefleet://node/ID`
-for a node, `edgefleet://controller` for the controller. A node is also named by
+for a node, `edgefleet://controller` for the controller, `edgefleet://admin/NAME`
+for an operator of the controller API. A node is also named by
 the DNS SAN `ID.node.edgefleet.invalid`, which is what the controller checks when
 it dials one (`grpc.ssl_target_name_override`): names under the reserved
 `.invalid` domain, so a node certificate can never pass for a real host (the
 gateway's), nor for the join endpoint (`join.edgefleet.invalid`, which no node id
-can produce: ids have no dots). Private keys are written 0600.
+can produce: ids have no dots). A controller's API certificate carries
+`controller.edgefleet.invalid`, which edgectl checks whatever address it dials.
+Private keys are written 0600.
 """
 
 from __future__ import annotations
@@ -23,12 +26,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 CONTROLLER_URI = "edgefleet://controller"
 NODE_URI_PREFIX = "edgefleet://node/"
+ADMIN_URI_PREFIX = "edgefleet://admin/"
+CONTROLLER_SERVER_NAME = "controller.edgefleet.invalid"
+"""The DNS name every controller API certificate carries and edgectl checks."""
 DEFAULT_JOIN_PORT = 7441
 """The controller's join endpoint (TLS), where nodes exchange a token for a certificate."""
 JOIN_SERVER_NAME = "join.edgefleet.invalid"
@@ -132,13 +139,43 @@ def node_csr(key: ec.EllipticCurvePrivateKey, node_id: str) -> bytes:
     return request.public_bytes(serialization.Encoding.PEM)
 
 
+def valid_admin_name(name: str) -> bool:
+    """Whether `name` can name an admin in a certificate (the node id rule: a DNS label)."""
+    return bool(_NODE_ID.fullmatch(name))
+
+
+def admin_name_problem(name: str) -> str | None:
+    """Why `name` cannot name an admin, or None when it can."""
+    if valid_admin_name(name):
+        return None
+    shown = name if len(name) <= 70 else f"{name[:70]}…"
+    return (
+        f"admin name {shown!r} is not a DNS label: use 1-63 characters a-z, 0-9 and '-', "
+        "starting and ending with a letter or digit (e.g. alice, ops-1)"
+    )
+
+
+def admin_csr(key: ec.EllipticCurvePrivateKey, name: str) -> bytes:
+    """A certificate signing request for admin `name`, as PEM."""
+    problem = admin_name_problem(name)
+    if problem is not None:
+        raise PkiError(problem)
+    request = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"admin {name}")]))
+        .sign(key, hashes.SHA256())
+    )
+    return request.public_bytes(serialization.Encoding.PEM)
+
+
 def load_csr(pem: bytes) -> x509.CertificateSigningRequest:
     """A signing request from PEM, its signature checked (PkiError otherwise)."""
     try:
         request = x509.load_pem_x509_csr(pem)
-    except ValueError as exc:
-        raise PkiError(f"not a certificate signing request: {exc}") from exc
-    if not request.is_signature_valid:
+        signed = request.is_signature_valid
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise PkiError(f"not a certificate signing request we can use: {exc}") from exc
+    if not signed:
         raise PkiError("the signing request's signature does not match its key")
     if not isinstance(request.public_key(), ec.EllipticCurvePublicKey):
         raise PkiError("the signing request's key is not an ECDSA key")
@@ -159,6 +196,14 @@ def node_id_of(cert: x509.Certificate) -> str | None:
     for uri in uris(cert):
         if uri.startswith(NODE_URI_PREFIX):
             return uri.removeprefix(NODE_URI_PREFIX)
+    return None
+
+
+def admin_name_of(cert: x509.Certificate) -> str | None:
+    """The admin a certificate was issued to, or None when it is not an admin certificate."""
+    for uri in uris(cert):
+        if uri.startswith(ADMIN_URI_PREFIX):
+            return uri.removeprefix(ADMIN_URI_PREFIX)
     return None
 
 

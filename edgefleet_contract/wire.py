@@ -14,6 +14,10 @@ from edgefleet.v1 import common_pb2, node_pb2
 from edgefleet_contract.desired import ItemChange, NodeDesired, NodeLimits
 from edgefleet_contract.errors import InvalidMessage
 
+NEWER_LEADER = "a newer leader took over"
+"""Words in every refusal (FAILED_PRECONDITION) of a push made at a stale leader term, by
+which a controller tells it from a refused generation."""
+
 MODEL_STATES: Mapping[str, common_pb2.ModelState] = {
     "pending": common_pb2.MODEL_STATE_PENDING,
     "loading": common_pb2.MODEL_STATE_LOADING,

@@ -162,9 +162,12 @@ def _add_membership_arguments(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument(
         "--controller",
-        metavar="HOST:PORT",
-        help=f"the controller's join endpoint (default port {DEFAULT_JOIN_PORT}); without "
-        "it, --join looks for it over mDNS",
+        action="append",
+        default=[],
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help=f"the controllers' join endpoints (default port {DEFAULT_JOIN_PORT}; "
+        "comma-separated or repeated: tried in turn); without it, --join looks for them "
+        "over mDNS",
     )
     run.add_argument(
         "--insecure",
@@ -172,6 +175,21 @@ def _add_membership_arguments(run: argparse.ArgumentParser) -> None:
         help="serve the node API without TLS or authentication (labs only: anyone who "
         "reaches the port can command this node)",
     )
+
+
+def join_addresses(values: Sequence[str]) -> list[str]:
+    """`--controller` values (each one or more comma-separated `HOST[:PORT]`) → the join
+    endpoints as HOST:PORT, in order, without repeats."""
+    addresses: list[str] = []
+    for value in values:
+        for part in value.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            address = part if ":" in part else f"{part}:{DEFAULT_JOIN_PORT}"
+            if address not in addresses:
+                addresses.append(address)
+    return addresses
 
 
 def config_from(args: argparse.Namespace) -> NodeConfig:
@@ -241,39 +259,38 @@ def membership(args: argparse.Namespace, config: NodeConfig) -> Credentials:
             "--controller HOST:PORT (`edgectl token create` on the controller makes a token), "
             "or run it with --insecure"
         )
-    if args.controller:
-        address = (
-            args.controller if ":" in args.controller else f"{args.controller}:{DEFAULT_JOIN_PORT}"
-        )
-    else:
-        address = controller_over_mdns(token, config)
-    joined = join(config.node_id, token, address, config.data_dir)
+    addresses = join_addresses(args.controller) or controllers_over_mdns(token, config)
+    joined = join(config.node_id, token, addresses, config.data_dir)
     log.info(
         "joined the cluster",
         extra={
-            "controller": address,
+            "controllers": ",".join(addresses),
             "not_after": f"{joined.cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}",
         },
     )
     return joined
 
 
-def controller_over_mdns(token: JoinToken, config: NodeConfig) -> str:
-    """The join endpoint, found over mDNS, whose CA is the one the token names."""
+def controllers_over_mdns(token: JoinToken, config: NodeConfig) -> list[str]:
+    """The join endpoints found over mDNS that answer with the CA the token names (every
+    controller of the cluster advertises its own: any of them will do)."""
     # Imported here: zeroconf is for joining over mDNS only, not for every node that starts.
     from edgefleet_contract.join_advert import discover_join_endpoints
 
     found = discover_join_endpoints(config.mdns_interfaces or None)
+    answering = []
     for endpoint in found:
         try:
             if fingerprint(fetch_served_cert(endpoint.address, timeout=5)) == token.ca_fingerprint:
                 log.info("found the controller over mDNS", extra={"join": endpoint.address})
-                return endpoint.address
+                answering.append(endpoint.address)
         except JoinError as exc:
             log.warning("a join endpoint did not answer", extra={"error": str(exc)})
+    if answering:
+        return answering
     raise JoinError(
         f"no controller of this token's cluster found over mDNS ({len(found)} join "
-        "endpoint(s) seen); give --controller HOST:PORT"
+        "endpoint(s) seen); give --controller HOST:PORT[,HOST:PORT...]"
     )
 
 

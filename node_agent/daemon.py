@@ -30,6 +30,7 @@ from node_agent.changes import ChangeSignal
 from node_agent.config import NodeConfig
 from node_agent.errors import StaleGeneration
 from node_agent.fencing import TargetFences
+from node_agent.leader_terms import LeaderTerms
 from node_agent.local_stub import NodeHandlers
 from node_agent.metrics import NodeMetrics
 from node_agent.model_capacity import CapacityReader, node_load_figures
@@ -78,8 +79,7 @@ class Node:
         runtime_factory: RuntimeFactory | None = None,
         serving: ServingCredentials | None = None,
     ) -> None:
-        """`serving`: the node's certificate for mutual TLS; None serves plaintext
-        (`--insecure`, and in-process tests)."""
+        """`serving`: the certificate for mutual TLS; None: plaintext (`--insecure`, tests)."""
         self.config = config
         self.serving = serving
         self.changes = ChangeSignal()
@@ -95,6 +95,7 @@ class Node:
         self.state_file = StateFile(config.data_dir)
         self.desired = NodeDesired()
         self.fences = TargetFences()
+        self.leader_terms = LeaderTerms.load(config.data_dir, self.changes.bump)
         self.routes = RoutesStore(config.data_dir, self._routes_changed)
         self.gateway: NodeGateway | None = None
         """The node's OpenAI-compatible gateway, once it serves."""
@@ -264,13 +265,14 @@ class Node:
             capacity=_capacity_proto(),
             heartbeat_interval_s=self.config.heartbeat_interval_s,
             routes_generation=self.routes.generation,
+            leader_term=self.leader_terms.term,
+            refused_pushes=self.leader_terms.refused,
         )
 
     async def info(self) -> node_pb2.NodeInfo:
         """Who this node is and what it can do."""
         runtimes = []
         started = self.models.started_runtimes()
-        cached: list[str] = list(self.catalog.aliases())
         for name in RUNTIME_NAMES:
             runtime = started.get(name)
             if runtime is None:
@@ -286,12 +288,13 @@ class Node:
             cluster=self.config.cluster,
             capacity=_capacity_proto(),
             runtimes=runtimes,
-            cached_models=sorted(cached),
+            cached_models=sorted(self.catalog.aliases()),
             generation=self.enacted_generation,
             started_at=timestamp(self.started_at),
             controller_id=self.desired.controller_id,
             labels=dict(self.config.labels),
             gateway_url=self.gateway.url if self.gateway is not None else "",
+            leader_term=self.leader_terms.term,
         )
 
     # -- life cycle ------------------------------------------------------------------

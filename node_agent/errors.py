@@ -19,6 +19,11 @@ class StaleGeneration(NodeError):
     """Work from an older generation than the node has already accepted (FAILED_PRECONDITION)."""
 
 
+class StaleLeaderTerm(NodeError):
+    """A push from a controller whose leader term is older than the one the node follows: a
+    newer leader took over (FAILED_PRECONDITION)."""
+
+
 class QueueFull(NodeError):
     """A bounded queue is full; the caller should retry later or elsewhere (RESOURCE_EXHAUSTED)."""
 

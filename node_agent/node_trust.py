@@ -4,8 +4,10 @@ TLS its API serves.
 Joining: the node fetches the certificate the controller's join endpoint serves
 (the cluster CA's), compares its SHA-256 with the fingerprint in the token, and
 only then opens a verified TLS channel to send the token's secret with a signing
-request for a key made here (the key never leaves the box). The certificate,
-key and CA go to `DATA_DIR/pki/` (0600), with the join address for renewals.
+request for a key made here (the key never leaves the box). A node may be given
+several join endpoints (one per controller): it tries them in turn. The
+certificate, key and CA go to `DATA_DIR/pki/` (0600), with the join addresses
+for renewals (one a line, the one that answered first).
 
 Serving: the node API requires a client certificate signed by the cluster CA,
 and `caller_roles` admits each call by the certificate's role (the controller
@@ -21,10 +23,10 @@ import logging
 import socket
 import ssl
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from cryptography import x509
@@ -63,6 +65,8 @@ RENEW_RETRY_MIN_S = 1.0
 RENEW_RETRY_MAX_S = 60.0
 MIN_RENEW_WAIT_S = 1.0
 
+T = TypeVar("T")
+
 
 class JoinError(Exception):
     """Joining or renewing failed; the message says why and what to do."""
@@ -93,8 +97,20 @@ def fetch_served_cert(address: str, timeout: float = JOIN_TIMEOUT_S) -> x509.Cer
     return x509.load_der_x509_certificate(der)
 
 
-def join(node_id: str, token: JoinToken, address: str, data_dir: Path) -> Credentials:
-    """Join the cluster whose CA the token names, through its join endpoint at `address`."""
+def join(node_id: str, token: JoinToken, addresses: Sequence[str], data_dir: Path) -> Credentials:
+    """Join the cluster whose CA the token names, through the first of its join endpoints
+    at `addresses` (HOST:PORT each) that takes the node."""
+    if isinstance(addresses, str) or not addresses:
+        raise ValueError("join needs a list of one or more join endpoint addresses")
+    credentials, address = _first_answer(addresses, lambda a: _join_at(node_id, token, a))
+    folder = pki_dir(data_dir)
+    credentials.save(folder, STEM)
+    ordered = [address, *(a for a in addresses if a != address)]
+    write_private(folder / CONTROLLER_FILE, "".join(f"{a}\n" for a in ordered).encode())
+    return credentials
+
+
+def _join_at(node_id: str, token: JoinToken, address: str) -> Credentials:
     served = fetch_served_cert(address)
     if fingerprint(served) != token.ca_fingerprint:
         raise JoinError(
@@ -108,20 +124,50 @@ def join(node_id: str, token: JoinToken, address: str, data_dir: Path) -> Creden
         node_id=node_id, credential=token.credential, csr_pem=node_csr(key, node_id)
     )
     answer = _call(address, ca_pem, None, lambda stub: stub.Join(request, timeout=JOIN_TIMEOUT_S))
-    credentials = _accept(answer, key, node_id, ca_pem)
-    folder = pki_dir(data_dir)
-    credentials.save(folder, STEM)
-    write_private(folder / CONTROLLER_FILE, address.encode())
-    return credentials
+    return _accept(answer, key, node_id, ca_pem)
+
+
+def saved_join_addresses(data_dir: Path) -> list[str]:
+    """The join endpoints saved when the node joined (one a line; a file from an older
+    node holds a single address)."""
+    address_file = pki_dir(data_dir) / CONTROLLER_FILE
+    if not address_file.is_file():
+        raise JoinError(f"{address_file} is missing: join again with --join")
+    addresses = address_file.read_text().split()
+    if not addresses:
+        raise JoinError(f"{address_file} names no controller: join again with --join")
+    return addresses
+
+
+def _first_answer(addresses: Sequence[str], attempt: Callable[[str], T]) -> tuple[T, str]:
+    """`attempt(address)` for each address in turn, until one succeeds; a JoinError that
+    names every failure when none does."""
+    failures: list[JoinError] = []
+    for address in addresses:
+        try:
+            return attempt(address), address
+        except JoinError as exc:
+            if len(addresses) > 1:
+                log.warning("a controller did not take the request", extra={"error": str(exc)})
+            failures.append(exc)
+    if len(failures) == 1:
+        raise failures[0]
+    raise JoinError(
+        f"none of the {len(addresses)} controllers took the request: "
+        + "; ".join(str(f) for f in failures)
+    )
 
 
 def renew(node_id: str, current: Credentials, data_dir: Path) -> Credentials:
-    """A new key and certificate, proven by the current ones; saved over them."""
-    folder = pki_dir(data_dir)
-    address_file = folder / CONTROLLER_FILE
-    if not address_file.is_file():
-        raise JoinError(f"{address_file} is missing: join again with --join")
-    address = address_file.read_text().strip()
+    """A new key and certificate, proven by the current ones (through the first saved join
+    endpoint that answers); saved over them."""
+    addresses = saved_join_addresses(data_dir)
+    renewed, _ = _first_answer(addresses, lambda a: _renew_at(node_id, current, a))
+    renewed.save(pki_dir(data_dir), STEM)
+    return renewed
+
+
+def _renew_at(node_id: str, current: Credentials, address: str) -> Credentials:
     key = new_key()
     csr = node_csr(key, node_id)
     signature = load_key(current.key_pem).sign(csr, ec.ECDSA(hashes.SHA256()))
@@ -131,9 +177,7 @@ def renew(node_id: str, current: Credentials, data_dir: Path) -> Credentials:
     answer = _call(
         address, current.ca_pem, current, lambda stub: stub.Renew(request, timeout=JOIN_TIMEOUT_S)
     )
-    renewed = _accept(answer, key, node_id, current.ca_pem)
-    renewed.save(folder, STEM)
-    return renewed
+    return _accept(answer, key, node_id, current.ca_pem)
 
 
 def load_credentials(data_dir: Path, node_id: str) -> Credentials | None:

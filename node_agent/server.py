@@ -32,6 +32,7 @@ from node_agent.errors import (
     QueueFull,
     RuntimeUnavailable,
     StaleGeneration,
+    StaleLeaderTerm,
     ToolNotAllowed,
 )
 from node_agent.models import ModelSlot
@@ -45,6 +46,7 @@ _STATUS: Mapping[type[NodeError], grpc.StatusCode] = {
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
     StaleGeneration: grpc.StatusCode.FAILED_PRECONDITION,
+    StaleLeaderTerm: grpc.StatusCode.FAILED_PRECONDITION,
     QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
     RuntimeUnavailable: grpc.StatusCode.UNAVAILABLE,
     NodeStopping: grpc.StatusCode.UNAVAILABLE,
@@ -93,6 +95,10 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
     async def ApplyState(
         self, request: node_pb2.ApplyStateRequest, context: Ctx
     ) -> node_pb2.ApplyStateResponse:
+        # The leader term before anything else: an older leader's push changes nothing.
+        await self.node.leader_terms.admit(
+            request.leader_term, request.controller_id, f"generation {request.generation}"
+        )
         changes = await self.node.apply(desired_from_proto(request))
         return node_pb2.ApplyStateResponse(
             generation=self.node.desired.generation, results=item_results(changes)
@@ -102,13 +108,18 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
     async def ApplyRoutes(
         self, request: node_pb2.ApplyRoutesRequest, context: Ctx
     ) -> node_pb2.ApplyRoutesResponse:
-        await self.node.routes.apply(table_from_proto(request.table))
+        table = request.table
+        await self.node.leader_terms.admit(
+            request.leader_term, table.controller_id, f"routing table {table.generation}"
+        )
+        await self.node.routes.apply(table_from_proto(table))
         return node_pb2.ApplyRoutesResponse(generation=self.node.routes.generation)
 
     @streaming
     async def WatchStatus(
         self, request: node_pb2.WatchStatusRequest, context: Ctx
     ) -> AsyncIterator[node_pb2.NodeStatus]:
+        await self.node.leader_terms.observe(request.leader_term, request.controller_id)
         changes = self.node.changes
         interval = self.node.config.heartbeat_interval_s
         seen, seq = changes.version, 1

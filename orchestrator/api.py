@@ -1,5 +1,5 @@
-"""The controller API over gRPC: apply, diff, delete, rollback, status, events, chat, and
-node maintenance (cordon, drain, uncordon).
+"""The controller API over gRPC: apply, diff, delete, rollback, status, events, chat,
+node maintenance (cordon, drain, uncordon) and admin certificates.
 
 Every mutation is all or nothing: a manifest is validated (and checked against
 the other deployments) before anything is stored, and a stored revision is
@@ -11,17 +11,19 @@ from __future__ import annotations
 import asyncio
 import difflib
 import hashlib
-import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 import grpc
 
 from edgefleet.v1 import controller_pb2, controller_pb2_grpc, node_pb2
-from edgefleet_common.grpc_errors import Ctx, ErrorMapping, StatusError
+from edgefleet_common.grpc_errors import Ctx
 from edgefleet_common.version import __version__
 from edgefleet_contract.routing import RoutingIndex
 from edgefleet_contract.wire import timestamp
 from edgefleet_dataplane.router import Router
+from orchestrator.admin_service import AdminCalls
+from orchestrator.api_errors import ApiError, streaming, unary
+from orchestrator.control_plane_view import single_control_plane
 from orchestrator.endpoint_views import endpoints
 from orchestrator.events import EventLog
 from orchestrator.fleet.fleet import Fleet
@@ -41,8 +43,6 @@ from orchestrator.views import (
     revision_view,
 )
 
-log = logging.getLogger(__name__)
-
 CHAT_TIMEOUT_S = 300.0
 RECENT_EVENTS = 10
 MAX_EVENT_ID = 2**63 - 1
@@ -53,21 +53,6 @@ _SEVERITIES = {
     "warning": controller_pb2.Event.SEVERITY_WARNING,
     "error": controller_pb2.Event.SEVERITY_ERROR,
 }
-
-
-class ApiError(StatusError):
-    """A request the controller refuses; carries the status code to answer with."""
-
-
-def _classify(error: Exception) -> tuple[grpc.StatusCode, str] | None:
-    if isinstance(error, StatusError):  # ApiError, and the router's RouteError
-        return error.code, str(error)
-    return None
-
-
-_errors = ErrorMapping(_classify, "in the controller", log)
-unary = _errors.unary
-streaming = _errors.streaming
 
 
 def digest(desired: DesiredState) -> str:
@@ -88,8 +73,10 @@ def event_view(row: EventRow) -> controller_pb2.Event:
     )
 
 
-class ControllerService(MaintenanceCalls, controller_pb2_grpc.ControllerServiceServicer):
-    """The ControllerService RPCs (node maintenance: see `MaintenanceCalls`)."""
+class ControllerService(
+    MaintenanceCalls, AdminCalls, controller_pb2_grpc.ControllerServiceServicer
+):
+    """The ControllerService RPCs (see `MaintenanceCalls` and `AdminCalls` for the rest)."""
 
     def __init__(
         self,
@@ -103,9 +90,11 @@ class ControllerService(MaintenanceCalls, controller_pb2_grpc.ControllerServiceS
         trust: TrustAdmin | None = None,
         routes: RoutesPublisher | None = None,
         gateway_adverts: Mapping[str, str] | None = None,
+        control_plane: Callable[[], controller_pb2.ControlPlane] | None = None,
     ) -> None:
-        """`trust` answers the credential calls (FAILED_PRECONDITION without it); `routes`
-        makes the routing table; `gateway_adverts`: node id → its advertised gateway URL."""
+        """`trust` answers the credential and admin calls (FAILED_PRECONDITION without it);
+        `routes` makes the routing table; `gateway_adverts`: node id → its advertised gateway
+        URL; `control_plane` says who leads (default: this controller alone)."""
         self._trust = trust or TrustAdmin(None, fleet, events)
         self._store = store
         self._fleet = fleet
@@ -117,6 +106,7 @@ class ControllerService(MaintenanceCalls, controller_pb2_grpc.ControllerServiceS
             store, fleet, assignment=dict, index=RoutingIndex, key_digests=tuple
         )
         self._adverts = gateway_adverts if gateway_adverts is not None else {}
+        self._control_plane = control_plane or (lambda: single_control_plane(store))
         self._mutating = asyncio.Lock()
         self._maintenance = Maintenance.of(fleet, events, reconciler)
 
@@ -156,7 +146,7 @@ class ControllerService(MaintenanceCalls, controller_pb2_grpc.ControllerServiceS
         dry_run: bool,
         always_new_revision: bool = False,
     ) -> controller_pb2.ApplyResponse:
-        """StateStore `desired` as its deployment's next revision (unless it is the current one
+        """Store `desired` as its deployment's next revision (unless it is the current one
         and `always_new_revision` is off, as for a rollback it is not) and reconcile."""
         current, plan = self._preview(desired)
         fingerprint = digest(desired)
@@ -344,6 +334,7 @@ class ControllerService(MaintenanceCalls, controller_pb2_grpc.ControllerServiceS
             ],
             gateway_url=self._gateway_url,
             routes_generation=self._routes.generation,
+            control_plane=self._control_plane(),
         )
 
     @unary

@@ -16,6 +16,7 @@ DEFAULT_CONTROLLER_ADDRESS = "127.0.0.1:7440"
 DEFAULT_GATEWAY_ADDRESS = f"127.0.0.1:{GATEWAY_PORT}"
 DEFAULT_JOIN_ADDRESS = f"0.0.0.0:{DEFAULT_JOIN_PORT}"
 CONTROLLER_ENV = "EDGEFLEET_CONTROLLER"
+DEFAULT_LEASE_TTL_S = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,3 +40,13 @@ class ControllerConfig:
     join_listen: str | None = DEFAULT_JOIN_ADDRESS
     """Where nodes join (TLS); None: no join endpoint."""
     node_cert_lifetime_s: float = 24 * 3600.0
+    store: str = ""
+    """Where the state lives: "" for SQLite in the data folder, or
+    `etcd://HOST:PORT,HOST:PORT,...` for an etcd cluster shared by several controllers."""
+    etcd_ca: Path | None = None
+    """TLS to etcd: the CA that signed its certificates (with etcd_cert/etcd_key: a client
+    certificate)."""
+    etcd_cert: Path | None = None
+    etcd_key: Path | None = None
+    lease_ttl_s: int = DEFAULT_LEASE_TTL_S
+    """With etcd: the leader's lease; a dead or cut-off leader is replaced within it."""

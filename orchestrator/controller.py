@@ -24,22 +24,26 @@ from edgefleet_dataplane.gateway import OpenAiGateway
 from edgefleet_dataplane.http_server import HttpServer
 from edgefleet_dataplane.router import Router
 from orchestrator.api import ControllerService
+from orchestrator.api_auth import AdminGuard, add_secure_api_port, write_local_admin_config
 from orchestrator.config import ControllerConfig
+from orchestrator.control_plane_view import control_plane_status
+from orchestrator.control_role import ControlRole
 from orchestrator.discovery import MdnsDiscovery
-from orchestrator.events import EventLog
+from orchestrator.events import EventLog, LeaderEvents
 from orchestrator.fleet.fleet import Fleet
 from orchestrator.fleet.replica_directory import FleetReplicaDirectory
+from orchestrator.leadership import Leadership
 from orchestrator.reconciler import Reconciler
 from orchestrator.routes_publisher import RoutesPublisher
 from orchestrator.routes_table import keys_in_force
 from orchestrator.routing_index import CurrentRoutingIndex
-from orchestrator.store import SqliteStore, StateStore
+from orchestrator.state_backend import StateBackend, open_backend
+from orchestrator.store import StateStore
 from orchestrator.trust.admin import TrustAdmin
 from orchestrator.trust.cluster_trust import ClusterTrust
 
 log = logging.getLogger(__name__)
 
-STORE_FILE = "controller.db"
 SHUTDOWN_GRACE_S = 3.0
 
 
@@ -67,6 +71,8 @@ class Controller:
         self.trust: ClusterTrust | None = None
         """The cluster CA, tokens and keys (None with `--insecure`)."""
         self.join_port = 0
+        self._leadership: Leadership | None = None
+        self._role: ControlRole | None = None
         self._running = contextlib.AsyncExitStack()
         """What has started, so that `close` stops it in reverse order."""
 
@@ -102,10 +108,12 @@ class Controller:
     async def _start(self) -> None:
         """Each step registers how to stop what it started."""
         self._check_exposure()
-        store = self._open_store()
+        backend = self._open_backend()
+        store = backend.store
         events = EventLog(store)
         trust = self.trust = None if self.config.insecure else self._open_trust(store)
-        fleet, reconciler = self._make_fleet(store, events, trust)
+        observed = LeaderEvents(events, lambda: self._term() > 0)
+        fleet, reconciler = self._make_fleet(store, observed, trust)
         index = CurrentRoutingIndex(reconciler.deployments)
         router = Router(FleetReplicaDirectory(fleet, lambda: reconciler.assignment), index)
         gateway_url = await self._serve_gateway(router, index, events)
@@ -116,8 +124,8 @@ class Controller:
             index=index,
             key_digests=_key_digests(trust),
         )
-        routes.start()
         self._running.push_async_callback(routes.close)
+        self._running.push_async_callback(reconciler.close)
         service = ControllerService(
             store,
             fleet,
@@ -128,43 +136,50 @@ class Controller:
             trust=TrustAdmin(trust, fleet, events),
             routes=routes,
             gateway_adverts=self._gateway_adverts,
+            control_plane=lambda: control_plane_status(self._leadership, self._role, store),
         )
-        await self._serve_api(service)
+        await self._serve_api(service, trust)
+        # Known now that the API listens: what the leader key tells the others.
+        leadership = self._leadership = backend.leadership(self.address)
+        role = self._role = ControlRole(
+            leadership,
+            store,
+            fleet,
+            reconciler,
+            routes,
+            events,
+            address=self.address,
+            reported_term=fleet.reported_term,
+        )
         if trust is not None and self.config.join_listen:
             await self._serve_join(self.config.join_listen, trust, store, events)
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         self._running.push_async_callback(self._health.enter_graceful_shutdown)
-        await self._find_nodes(fleet, events)
-        reconciler.start()
-        self._running.push_async_callback(reconciler.close)
-        reconciler.trigger()
+        await self._find_nodes(fleet, observed)
+        role.start()
+        self._running.push_async_callback(role.close)
         events.record(
             "info",
             "ControllerStarted",
             "controller",
-            f"controller {__version__} serving at {self.address}; data in {self.config.data_dir}",
+            f"controller {__version__} serving at {self.address}; data in {self.config.data_dir}"
+            f"; state in {store.health().kind}",
         )
 
     def _check_exposure(self) -> None:
-        """Refuse an API off this machine without client authentication."""
+        """Warn about a controller that anyone on the network may command."""
         config = self.config
-        if not config.insecure and not is_loopback(config.listen):
-            raise OSError(
-                f"the controller API would listen on {config.listen}, off this machine, with "
-                "no client authentication: keep it on loopback (use edgectl over SSH) or "
-                "run with --insecure"
-            )
         if config.insecure:
             log.warning(
                 "INSECURE: nodes are commanded in plaintext without certificates, and the "
                 "gateway asks no API key; anyone on the network can command the nodes"
             )
 
-    def _open_store(self) -> StateStore:
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        store = self.store = SqliteStore.open(self.config.data_dir / STORE_FILE)
-        self._running.callback(store.close)
-        return store
+    def _open_backend(self) -> StateBackend:
+        backend = open_backend(self.config)
+        self._running.callback(backend.close)
+        self.store = backend.store
+        return backend
 
     def _open_trust(self, store: StateStore) -> ClusterTrust:
         """The cluster CA and the controller's identity (made on first start)."""
@@ -192,6 +207,7 @@ class Controller:
             events=events,
             failure_timeout=lambda: reconciler.failure_timeout_s,
             on_change=lambda: reconciler.trigger(),
+            term=self._term,
         )
         self._running.push_async_callback(fleet.close)
         reconciler = self._reconciler = Reconciler(
@@ -224,14 +240,25 @@ class Controller:
         self._running.push_async_callback(gateway.close)
         return f"{'https' if tls else 'http'}://{host}:{self.gateway_port}/v1"
 
-    async def _serve_api(self, service: ControllerService) -> None:
-        """Serve the controller API (and gRPC health) on the configured address."""
+    async def _serve_api(self, service: ControllerService, trust: ClusterTrust | None) -> None:
+        """Serve the controller API (and gRPC health) on the configured address: plaintext
+        on loopback (the box's own users are trusted) or with `--insecure`; otherwise TLS
+        that admits only admin and controller certificates from the cluster CA."""
         listen = self.config.listen
-        server = grpc.aio.server(options=server_options(), interceptors=[MalformedRequests()])
+        secure = trust is not None and not is_loopback(listen)
+        interceptors: list[Any] = [MalformedRequests()]
+        if secure:
+            assert trust is not None
+            interceptors.insert(0, AdminGuard(trust))
+        server = grpc.aio.server(options=server_options(), interceptors=interceptors)
         controller_pb2_grpc.add_ControllerServiceServicer_to_server(service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         try:
-            self.port = server.add_insecure_port(listen)
+            if secure:
+                assert trust is not None
+                self.port = add_secure_api_port(server, listen, trust)
+            else:
+                self.port = server.add_insecure_port(listen)
         except RuntimeError:  # grpc's word for a port it cannot bind
             self.port = 0
         if not self.port:
@@ -242,6 +269,10 @@ class Controller:
         await server.start()
         self._server = server
         self._running.push_async_callback(server.stop, SHUTDOWN_GRACE_S)
+        if secure:
+            assert trust is not None
+            admin_config = write_local_admin_config(trust, self.address)
+            log.info("admin configuration for this box", extra={"file": str(admin_config)})
 
     async def _serve_join(
         self, listen: str, trust: ClusterTrust, store: StateStore, events: EventLog
@@ -274,6 +305,10 @@ class Controller:
             discovery.gateways = self._gateway_adverts
             discovery.start()
             self._running.push_async_callback(discovery.close)
+
+    def _term(self) -> int:
+        """The term this controller may push in (0: not leading, or not started)."""
+        return self._role.term() if self._role is not None else 0
 
     def _passed(self) -> None:
         """After each reconcile pass: the routing table follows what the pass saw."""

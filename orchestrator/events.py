@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
-from orchestrator.store import EventRow, StateStore
+from orchestrator.store import EventRow, StateStore, StoreError
 
 log = logging.getLogger("orchestrator.events")
 
@@ -24,6 +25,8 @@ class EventLog:
     def __init__(self, store: StateStore) -> None:
         self._store = store
         self._watchers: set[asyncio.Queue[EventRow | None]] = set()
+        self._last_id = 0
+        """The newest stored event handed to the watchers."""
 
     def record(
         self,
@@ -34,19 +37,39 @@ class EventLog:
         *,
         node_id: str = "",
     ) -> EventRow:
-        """StateStore an event, log it, and wake the watchers."""
-        row = self._store.add_event(
-            severity=severity, reason=reason, object=obj, node_id=node_id, message=message
-        )
+        """Store an event, log it, and wake the watchers.
+
+        A store that cannot take it (etcd without quorum) does not lose it from the
+        log: it is logged with the store's error and handed to the watchers unnumbered.
+        """
         log.log(_LEVELS[severity], message, extra={"reason": reason, "object": obj})
-        for queue in list(self._watchers):
-            try:
-                queue.put_nowait(row)
-            except asyncio.QueueFull:  # too slow: end its stream rather than grow memory
-                self._watchers.discard(queue)
-                with contextlib.suppress(asyncio.QueueFull):
-                    queue.put_nowait(None)
+        try:
+            row = self._store.add_event(
+                severity=severity, reason=reason, object=obj, node_id=node_id, message=message
+            )
+        except StoreError as exc:
+            log.warning("event not stored: %s", exc, extra={"reason": reason, "object": obj})
+            row = EventRow(0, time.time(), severity, reason, obj, node_id, message)
+        self._hand_out([row])
         return row
+
+    def catch_up(self) -> None:
+        """Hand the watchers what other controllers stored since (call on the loop)."""
+        if self._watchers:
+            self._hand_out(self._store.events(after_id=self._last_id))
+
+    def _hand_out(self, rows: list[EventRow]) -> None:
+        for row in rows:
+            if row.id and row.id <= self._last_id:
+                continue
+            self._last_id = max(self._last_id, row.id)
+            for queue in list(self._watchers):
+                try:
+                    queue.put_nowait(row)
+                except asyncio.QueueFull:  # too slow: end its stream rather than grow memory
+                    self._watchers.discard(queue)
+                    with contextlib.suppress(asyncio.QueueFull):
+                        queue.put_nowait(None)
 
     async def follow(self, after_id: int, obj: str = "") -> AsyncIterator[EventRow]:
         """Stored events after `after_id`, then new ones as they happen."""
@@ -58,8 +81,33 @@ class EventLog:
                 last = row.id
                 yield row
             while (new := await queue.get()) is not None:
-                if new.id > last and (not obj or new.object == obj):
-                    last = new.id
+                if (new.id > last or not new.id) and (not obj or new.object == obj):
+                    last = max(last, new.id)
                     yield new
         finally:
             self._watchers.discard(queue)
+
+
+class LeaderEvents(EventLog):
+    """What the fleet observes, stored only while this controller leads: every controller
+    watches the nodes, and one record of each transition is enough. A standby logs them."""
+
+    def __init__(self, events: EventLog, leading: Callable[[], bool]) -> None:
+        super().__init__(events._store)
+        self._events = events
+        self._leading = leading
+
+    def record(
+        self,
+        severity: Severity,
+        reason: str,
+        obj: str,
+        message: str,
+        *,
+        node_id: str = "",
+    ) -> EventRow:
+        """Store the event while leading; otherwise only log it."""
+        if self._leading():
+            return self._events.record(severity, reason, obj, message, node_id=node_id)
+        log.debug(message, extra={"reason": reason, "object": obj, "standby": True})
+        return EventRow(0, time.time(), severity, reason, obj, node_id, message)

@@ -15,8 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 import grpc
 
 from edgefleet.v1 import common_pb2, controller_pb2
-from edgefleet_common.grpc_errors import Ctx, ErrorMapping, StatusError
+from edgefleet_common.grpc_errors import Ctx, StatusError
 from edgefleet_contract.desired import NodeDesired
+from orchestrator.api_errors import unary
 from orchestrator.drain_progress import DrainInputs, drain_progress, hosts
 from orchestrator.events import EventLog
 from orchestrator.fleet.fleet import Fleet
@@ -206,37 +207,30 @@ def _because(reason: str) -> str:
     return f" (reason: {reason})" if reason else ""
 
 
-def _classify(error: Exception) -> tuple[grpc.StatusCode, str] | None:
-    return (error.code, str(error)) if isinstance(error, StatusError) else None
-
-
-_errors = ErrorMapping(_classify, "in the controller", log)
-
-
 class MaintenanceCalls:
     """The node maintenance RPCs of ControllerService (one of its bases)."""
 
     _maintenance: Maintenance
 
-    @_errors.unary
+    @unary
     async def CordonNode(
         self, request: controller_pb2.NodeMaintenanceRequest, context: Ctx
     ) -> controller_pb2.NodeMaintenanceResponse:
         return self._maintenance.cordon(request)
 
-    @_errors.unary
+    @unary
     async def DrainNode(
         self, request: controller_pb2.NodeMaintenanceRequest, context: Ctx
     ) -> controller_pb2.NodeMaintenanceResponse:
         return self._maintenance.drain(request)
 
-    @_errors.unary
+    @unary
     async def UncordonNode(
         self, request: controller_pb2.NodeMaintenanceRequest, context: Ctx
     ) -> controller_pb2.NodeMaintenanceResponse:
         return self._maintenance.uncordon(request)
 
-    @_errors.unary
+    @unary
     async def GetDrainProgress(
         self, request: controller_pb2.GetDrainProgressRequest, context: Ctx
     ) -> controller_pb2.DrainProgress:

@@ -97,6 +97,12 @@ class Reconciler:
             deployments, self._fleet.scheduler_views(), self.assignment, local_node=self._local_node
         )
 
+    def reload_assignment(self) -> None:
+        """Take the assignment from the store again: another controller (the leader)
+        wrote it, or this one is about to lead and must start from what was decided."""
+        self.assignment = self._load_assignment()
+        self._saved_content = {node: d.content_key() for node, d in self.assignment.items()}
+
     def _load_assignment(self) -> dict[str, NodeDesired]:
         return {
             node: stamped(
@@ -113,16 +119,23 @@ class Reconciler:
         """Ask for a pass soon."""
         self._wake.set()
 
+    @property
+    def running(self) -> bool:
+        """Whether passes run (on the leader only)."""
+        return self._task is not None
+
     def start(self) -> None:
-        """Run passes in the background."""
-        self._task = asyncio.create_task(self._run(), name="reconciler")
+        """Run passes in the background (again, after `close`)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="reconciler")
 
     async def close(self) -> None:
         """Stop running passes."""
-        if self._task is not None:
-            self._task.cancel()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
 
     async def _run(self) -> None:
         while True:

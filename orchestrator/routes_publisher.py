@@ -109,15 +109,26 @@ class RoutesPublisher:
         self._wake.set()
 
     def start(self) -> None:
-        """Remake the table in the background whenever triggered."""
+        """Remake the table in the background whenever triggered (again, after `close`:
+        then from the generation in the store, which another leader may have raised)."""
+        if self._task is not None:
+            return
+        if self._request is not None or self.table.generation != self._store.routes_generation():
+            self.table = RoutingTable(
+                generation=self._store.routes_generation(),
+                controller_id=self._store.controller_id,
+            )
+            self._request = None
+            self._started = time.monotonic()
         self._task = asyncio.create_task(self._run(), name="routes publisher")
 
     async def close(self) -> None:
         """Stop remaking the table."""
-        if self._task is not None:
-            self._task.cancel()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
 
     def settled(self) -> bool:
         """Whether the first table may be made: every known node — every linked one, and

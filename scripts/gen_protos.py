@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Generate the gRPC code for protos/edgefleet/v1/*.proto (or --check it is current).
+"""Generate the gRPC code for protos/edgefleet/{v1,etcd}/*.proto (or --check it is current).
 
-The code is checked in next to the .proto files and imported as `edgefleet.v1`.
-It is generated with the grpcio-tools version pinned in pyproject.toml, so the
-output is the same on every machine.
+The code is checked in next to the .proto files and imported as `edgefleet.v1` (our
+contracts) and `edgefleet.etcd` (etcd's v3 API, vendored). It is generated with the
+grpcio-tools version pinned in pyproject.toml, so the output is the same on every machine.
 """
 
 from __future__ import annotations
@@ -19,16 +19,31 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
-PACKAGE = Path("edgefleet") / "v1"
+PACKAGES = (Path("edgefleet") / "v1", Path("edgefleet") / "etcd")
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
 
 
 def proto_files() -> list[Path]:
     """The .proto sources, relative to the proto root."""
-    return sorted(p.relative_to(PROTO_ROOT) for p in (PROTO_ROOT / PACKAGE).glob("*.proto"))
+    return sorted(
+        p.relative_to(PROTO_ROOT)
+        for package in PACKAGES
+        for p in (PROTO_ROOT / package).glob("*.proto")
+    )
 
 
-def generate(out: Path) -> list[Path]:
+def generated_in(root: Path) -> dict[Path, Path]:
+    """The generated files under a proto-root-shaped folder, by path relative to it."""
+    return {
+        p.relative_to(root): p
+        for package in PACKAGES
+        if (root / package).is_dir()
+        for p in (root / package).iterdir()
+        if p.name.endswith(GENERATED_SUFFIXES)
+    }
+
+
+def generate(out: Path) -> dict[Path, Path]:
     """Run protoc into `out` (a proto-root-shaped folder); returns the files written."""
     include = resources.files("grpc_tools") / "_proto"
     args = [
@@ -42,21 +57,17 @@ def generate(out: Path) -> list[Path]:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    return sorted(p for p in (out / PACKAGE).iterdir() if p.name.endswith(GENERATED_SUFFIXES))
+    return generated_in(out)
 
 
 def stale_files() -> list[str]:
     """Generated files that differ from, are missing from, or are extra in the checkout."""
     with tempfile.TemporaryDirectory() as temp:
-        fresh = {p.name: p for p in generate(Path(temp))}
-        checked_in = {
-            p.name: p
-            for p in (PROTO_ROOT / PACKAGE).iterdir()
-            if p.name.endswith(GENERATED_SUFFIXES)
-        }
+        fresh = generate(Path(temp))
+        checked_in = generated_in(PROTO_ROOT)
         names = sorted(set(fresh) | set(checked_in))
         return [
-            name
+            str(name)
             for name in names
             if name not in fresh
             or name not in checked_in
@@ -78,14 +89,12 @@ def main() -> int:
             )
             return 1
         return 0
-    target = PROTO_ROOT / PACKAGE
-    for old in target.iterdir():
-        if old.name.endswith(GENERATED_SUFFIXES):
-            old.unlink()
+    for old in generated_in(PROTO_ROOT).values():
+        old.unlink()
     with tempfile.TemporaryDirectory() as temp:
-        for path in generate(Path(temp)):
-            (target / path.name).write_bytes(path.read_bytes())
-            print(f"wrote {(target / path.name).relative_to(ROOT)}")
+        for name, path in sorted(generate(Path(temp)).items()):
+            (PROTO_ROOT / name).write_bytes(path.read_bytes())
+            print(f"wrote {(PROTO_ROOT / name).relative_to(ROOT)}")
     return 0
 
 

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+# Real etcd members for the store and election tests (`etcd`, `etcd_fresh`, `etcd_cluster`).
+pytest_plugins = ("tests.etcd_server",)
+
 REPO = Path(__file__).resolve().parent.parent
 MANIFESTS = REPO / "manifests"
 

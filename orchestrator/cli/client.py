@@ -2,8 +2,17 @@
 
 Every command that talks to a controller goes through `Controller`; no other
 module sees a `grpc.RpcError`. Refusals (INVALID_ARGUMENT, NOT_FOUND,
-FAILED_PRECONDITION, ...) become `ControllerRefused` (exit 1); a controller that
-cannot be reached or stops answering becomes `ControllerUnavailable` (exit 3).
+FAILED_PRECONDITION, PERMISSION_DENIED, ...) become `ControllerRefused` (exit 1);
+a controller that cannot be reached or stops answering becomes
+`ControllerUnavailable` (exit 3).
+
+Without a config edgectl speaks plaintext to one address (a controller's API on
+loopback). With `--config FILE` (or `$EDGEFLEET_CONFIG`) it speaks TLS with the
+file's admin certificate, checks that the controller's certificate comes from the
+cluster CA and names `controller.edgefleet.invalid` (every controller's API
+certificate does, whatever address it is dialled at), and tries the file's
+controllers in order: one that is UNAVAILABLE passes the call to the next; a
+refusal is final.
 """
 
 from __future__ import annotations
@@ -11,8 +20,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -21,7 +31,16 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 
 from edgefleet.v1 import controller_pb2_grpc
+from edgefleet_common.grpc_errors import ANSWERED_KEY
 from edgefleet_common.grpc_transport import GrpcOptions, client_options
+from edgefleet_common.pki import CONTROLLER_SERVER_NAME
+from edgefleet_common.ports import is_loopback
+from orchestrator.cli.client_config import (
+    CONFIG_ENV,
+    ClientConfig,
+    load_client_config,
+    valid_address,
+)
 from orchestrator.config import CONTROLLER_ENV, DEFAULT_CONTROLLER_ADDRESS
 from orchestrator.errors import ControllerUnavailable, EdgeFleetError, UsageError
 from orchestrator.manifest import ManifestError
@@ -29,7 +48,6 @@ from orchestrator.manifest import ManifestError
 CONNECT_TIMEOUT_S = 5.0
 CALL_TIMEOUT_S = 30.0
 
-_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 # A line of rendered manifest diagnostics: `FILE:LINE:COL: error: ...`.
 _DIAGNOSTIC_LINE = re.compile(r"^.+:\d+:\d+: (error|warning): ", re.M)
 
@@ -53,16 +71,66 @@ class ControllerAddress:
     target: str
     origin: str
 
-    def unreachable(self) -> str:
-        """The one-line message for a controller that does not answer at this address."""
-        return (
+    def unreachable(self, problem: str = "") -> str:
+        """The one-line message for a controller that does not answer at this address;
+        `problem`: what the connection attempt said."""
+        message = (
             f"cannot reach the controller at {self.target} ({self.origin}; set --controller "
             f"or {CONTROLLER_ENV}, or start one with `edgectl controller`)"
         )
+        # A server that closes a plaintext connection at once speaks TLS.
+        if not is_loopback(self.target) or "socket closed" in problem.lower():
+            message += (
+                "; a controller API off loopback takes TLS with an admin certificate: "
+                "`edgectl --config FILE` (on a controller box, `edgectl --config "
+                "DATA_DIR/admin.conf admin create NAME` writes one)"
+            )
+        return message
+
+
+@dataclass(frozen=True, slots=True)
+class Transport:
+    """How edgectl dials a controller: plaintext, or TLS with an admin certificate."""
+
+    credentials: Any = None
+    """grpc.ChannelCredentials; None: plaintext."""
+    source: str = ""
+    """The config file the credentials come from."""
+
+    @classmethod
+    def of(cls, config: ClientConfig) -> Transport:
+        """TLS with the config's admin certificate, trusting only the cluster CA."""
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=config.ca_pem,
+            private_key=config.key_pem,
+            certificate_chain=config.cert_pem,
+        )
+        return cls(credentials, config.source)
+
+    def channel(self, target: str, connect_timeout: float) -> Any:
+        """A channel to `target` (not connected yet)."""
+        options = _channel_options(connect_timeout)
+        if self.credentials is None:
+            return grpc.insecure_channel(target, options=options)
+        options.append(("grpc.ssl_target_name_override", CONTROLLER_SERVER_NAME))
+        return grpc.secure_channel(target, self.credentials, options=options)
+
+
+PLAINTEXT = Transport()
 
 
 def add_controller_option(parser: argparse.ArgumentParser) -> None:
-    """`--controller HOST:PORT`, accepted before or after the command name."""
+    """`--controller HOST:PORT` and `--config FILE`, accepted before or after the command."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help=(
+            f"edgectl config with the controllers and an admin certificate (default: "
+            f"${CONFIG_ENV}); made by `edgectl admin create NAME`"
+        ),
+    )
     parser.add_argument(
         "--controller",
         metavar="HOST:PORT",
@@ -83,8 +151,7 @@ def resolve_address(flag: str | None, environ: Mapping[str, str]) -> ControllerA
         address = ControllerAddress(environ[CONTROLLER_ENV].strip(), f"from {CONTROLLER_ENV}")
     else:
         address = ControllerAddress(DEFAULT_CONTROLLER_ADDRESS, "from the default")
-    match = _HOST_PORT.match(address.target)
-    if match is None or not 0 < int(match.group(2)) < 65536:
+    if not valid_address(address.target):
         raise UsageError(
             f"controller address `{address.target}` ({address.origin}) is not HOST:PORT, "
             f"e.g. {DEFAULT_CONTROLLER_ADDRESS}"
@@ -103,22 +170,53 @@ def error_text(exc: EdgeFleetError) -> str:
 
 
 class Controller:
-    """A connected client of the controller API."""
+    """A connected client of the controller API (with the other controllers to try)."""
 
-    def __init__(self, address: ControllerAddress, channel: Any) -> None:
+    def __init__(
+        self,
+        address: ControllerAddress,
+        channel: Any,
+        *,
+        others: Sequence[ControllerAddress] = (),
+        transport: Transport = PLAINTEXT,
+    ) -> None:
         self.address = address
         self._channel = channel
         self._stub: Any = controller_pb2_grpc.ControllerServiceStub(channel)
+        self._others = list(others)
+        self._transport = transport
 
     @classmethod
-    def connect(cls, address: ControllerAddress, timeout: float | None = None) -> Controller:
+    def connect(
+        cls,
+        address: ControllerAddress,
+        timeout: float | None = None,
+        *,
+        transport: Transport = PLAINTEXT,
+    ) -> Controller:
         """Open a channel and check it connects; raises ControllerUnavailable if not."""
+        return cls.connect_any([address], timeout, transport=transport)
+
+    @classmethod
+    def connect_any(
+        cls,
+        addresses: Sequence[ControllerAddress],
+        timeout: float | None = None,
+        *,
+        transport: Transport = PLAINTEXT,
+    ) -> Controller:
+        """The first of `addresses`, in order, that answers (ControllerUnavailable if none)."""
         timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
-        channel = grpc.insecure_channel(address.target, options=_channel_options(timeout))
-        if not _wait_connected(channel, timeout):
+        failures: list[tuple[ControllerAddress, str]] = []
+        for address in addresses:
+            channel = transport.channel(address.target, timeout)
+            problem = _connect_problem(channel, timeout)
+            if problem is None:
+                others = [a for a in addresses if a != address]
+                return cls(address, channel, others=others, transport=transport)
             channel.close()
-            raise ControllerUnavailable(address.unreachable())
-        return cls(address, channel)
+            failures.append((address, problem))
+        raise ControllerUnavailable(_unreachable(failures, transport))
 
     def __enter__(self) -> Self:
         return self
@@ -140,7 +238,7 @@ class Controller:
         try:
             answer = getattr(self._stub, method)(request, timeout=CALL_TIMEOUT_S)
         except grpc.RpcError as exc:
-            raise self._mapped(exc, method) from None
+            answer = self._fail_over(exc, method, request)
         if not isinstance(answer, reply):
             raise TypeError(f"{method} answered {type(answer).__name__}, not {reply.__name__}")
         return answer
@@ -161,9 +259,30 @@ class Controller:
             # Leaving early (a break, Ctrl-C) must not leave the call running.
             responses.cancel()
 
+    def _fail_over(self, exc: grpc.RpcError, method: str, request: Message) -> Any:
+        """After UNAVAILABLE, the answer of the next controller that gives one; raises the
+        mapped error for a refusal, or once no other controller answers."""
+        while _code(exc) == grpc.StatusCode.UNAVAILABLE and self._others:
+            address = self._others.pop(0)
+            channel = self._transport.channel(address.target, CONNECT_TIMEOUT_S)
+            if _connect_problem(channel, CONNECT_TIMEOUT_S) is not None:
+                channel.close()
+                continue
+            self._channel.close()
+            self.address, self._channel = address, channel
+            self._stub = controller_pb2_grpc.ControllerServiceStub(channel)
+            try:
+                return getattr(self._stub, method)(request, timeout=CALL_TIMEOUT_S)
+            except grpc.RpcError as again:
+                exc = again
+        raise self._mapped(exc, method) from None
+
     def _mapped(self, exc: grpc.RpcError, method: str) -> EdgeFleetError:
-        code: Any = exc.code() if callable(getattr(exc, "code", None)) else None
+        code = _code(exc)
         details = str(exc.details() or "") if callable(getattr(exc, "details", None)) else ""
+        if code == grpc.StatusCode.UNAVAILABLE and _answered(exc):
+            # The controller is there but cannot do it now (its store is read-only).
+            return ControllerRefused(details or "unavailable", code.name)
         if code == grpc.StatusCode.UNAVAILABLE:
             return ControllerUnavailable(
                 f"lost the controller at {self.address.target} during {method}"
@@ -186,6 +305,8 @@ class Controller:
             grpc.StatusCode.NOT_FOUND,
             grpc.StatusCode.FAILED_PRECONDITION,
             grpc.StatusCode.ALREADY_EXISTS,
+            grpc.StatusCode.PERMISSION_DENIED,
+            grpc.StatusCode.UNAUTHENTICATED,
         ):
             return ControllerRefused(details or name.lower().replace("_", " "), name)
         return ControllerRefused(f"{method} failed ({name}): {details or 'no details'}", name)
@@ -202,8 +323,20 @@ def _channel_options(connect_timeout: float) -> GrpcOptions:
     return [*options, ("grpc.min_reconnect_backoff_ms", int(connect_timeout * 1000))]
 
 
-def _wait_connected(channel: Any, timeout: float) -> bool:
-    """Whether anything speaking gRPC answers on the channel within `timeout` seconds.
+def _answered(exc: grpc.RpcError) -> bool:
+    """Whether a status came from the controller's own handler, not a broken connection."""
+    trailers = exc.trailing_metadata() if callable(getattr(exc, "trailing_metadata", None)) else ()
+    return any(key == ANSWERED_KEY for key, _ in trailers or ())
+
+
+def _code(exc: grpc.RpcError) -> Any:
+    """The status code of a failed call (None when it carries none)."""
+    return exc.code() if callable(getattr(exc, "code", None)) else None
+
+
+def _connect_problem(channel: Any, timeout: float) -> str | None:
+    """Why nothing speaking gRPC answers on the channel within `timeout` seconds; None when
+    something does.
 
     The probe is the standard health check; a controller without that service
     answers UNIMPLEMENTED, which proves it is there just as well. Not waiting
@@ -218,10 +351,43 @@ def _wait_connected(channel: Any, timeout: float) -> bool:
     try:
         check(health_pb2.HealthCheckRequest(), timeout=timeout, wait_for_ready=False)
     except grpc.RpcError as exc:
-        return exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-    return True
+        if _code(exc) == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return f"no answer within {timeout:g}s"
+        if _code(exc) == grpc.StatusCode.UNAVAILABLE:
+            return str(exc.details() or "unavailable")
+    return None
+
+
+def _unreachable(failures: Sequence[tuple[ControllerAddress, str]], transport: Transport) -> str:
+    """The message for controllers that all failed to answer."""
+    if transport.credentials is None and len(failures) == 1:
+        return failures[0][0].unreachable(failures[0][1])
+    tried = "; ".join(f"{address.target}: {problem}" for address, problem in failures)
+    return (
+        f"cannot reach any controller of {transport.source or 'the config'} ({tried}); "
+        "check that a controller runs there and that the config is for this cluster "
+        "(on a controller box, `edgectl --config DATA_DIR/admin.conf admin create NAME` "
+        "makes a new one)"
+    )
+
+
+def resolve_config(flag: Path | None, environ: Mapping[str, str]) -> ClientConfig | None:
+    """The config named by `--config`, else by the environment; None: neither names one."""
+    if flag is not None:
+        return load_client_config(flag)
+    named = environ.get(CONFIG_ENV, "").strip()
+    return load_client_config(Path(named)) if named else None
 
 
 def connect(args: argparse.Namespace) -> Controller:
-    """The controller named by the command line (or the environment, or the default)."""
-    return Controller.connect(resolve_address(getattr(args, "controller", None), os.environ))
+    """The controller named by the command line (or the environment, or the default): with
+    a config, the first of its controllers that answers (`--controller` picks one)."""
+    config = resolve_config(getattr(args, "config", None), os.environ)
+    flag = getattr(args, "controller", None)
+    if config is None:
+        return Controller.connect(resolve_address(flag, os.environ))
+    if flag:
+        addresses = [resolve_address(flag, {})]
+    else:
+        addresses = [ControllerAddress(a, f"from {config.source}") for a in config.controllers]
+    return Controller.connect_any(addresses, transport=Transport.of(config))

@@ -18,9 +18,11 @@ from orchestrator.config import (
     DEFAULT_CONTROLLER_ADDRESS,
     DEFAULT_GATEWAY_ADDRESS,
     DEFAULT_JOIN_ADDRESS,
+    DEFAULT_LEASE_TTL_S,
     ControllerConfig,
 )
 from orchestrator.errors import EdgeFleetError
+from orchestrator.etcd.target import parse_store_url
 from orchestrator.manifest import LOCAL_NODE
 
 log = logging.getLogger("orchestrator")
@@ -120,7 +122,43 @@ def register(commands: Any) -> None:
         description="Run the controller: store, node discovery, reconciler, API and gateway.",
     )
     add_controller_options(parser)
+    add_store_options(parser)
     parser.set_defaults(run=run)
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    """Where the controller keeps its state, and the leader's lease when it is shared."""
+    group = parser.add_argument_group("state store")
+    group.add_argument(
+        "--store",
+        default="sqlite",
+        metavar="sqlite|etcd://HOST:PORT,...",
+        help="sqlite: a file in the data folder (default; one controller); "
+        "etcd://H1:2379,H2:2379,H3:2379: an etcd cluster that several controllers share, "
+        "one of them leading",
+    )
+    group.add_argument("--etcd-ca", type=Path, metavar="FILE", help="TLS to etcd: its CA")
+    group.add_argument(
+        "--etcd-cert", type=Path, metavar="FILE", help="TLS to etcd: this controller's certificate"
+    )
+    group.add_argument(
+        "--etcd-key", type=Path, metavar="FILE", help="TLS to etcd: the certificate's key"
+    )
+    group.add_argument(
+        "--lease-ttl",
+        type=lease_seconds,
+        default=DEFAULT_LEASE_TTL_S,
+        metavar="SECONDS",
+        help="the leader's lease: a dead or cut-off leader is replaced within it "
+        f"(default {DEFAULT_LEASE_TTL_S})",
+    )
+
+
+def lease_seconds(text: str) -> int:
+    """A whole number of seconds from 2 to 60."""
+    if not text.isdigit() or not 2 <= int(text) <= 60:
+        raise argparse.ArgumentTypeError(f"`{text}`: the lease is 2 to 60 whole seconds")
+    return int(text)
 
 
 def config_from(args: argparse.Namespace, data_dir: Path | None = None) -> ControllerConfig:
@@ -138,7 +176,34 @@ def config_from(args: argparse.Namespace, data_dir: Path | None = None) -> Contr
         insecure=args.insecure,
         join_listen=None if args.join_listen == "off" else args.join_listen,
         node_cert_lifetime_s=args.node_cert_lifetime,
+        **store_settings(args),
     )
+
+
+def store_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The store options (only `edgectl controller` has them; `up` runs on SQLite)."""
+    store = getattr(args, "store", "sqlite")
+    ca, cert, key = (getattr(args, f"etcd_{name}", None) for name in ("ca", "cert", "key"))
+    if store == "sqlite":
+        if ca or cert or key:
+            raise EdgeFleetError("--etcd-ca, --etcd-cert and --etcd-key need --store etcd://...")
+        return {}
+    if not store.startswith("etcd://"):
+        raise EdgeFleetError(
+            f"--store {store}: give `sqlite` or etcd://HOST:PORT,HOST:PORT,... (the etcd "
+            "cluster's client addresses)"
+        )
+    try:  # checked here, before anything starts: a typo is a usage error
+        parse_store_url(store, ca=ca, cert=cert, key=key)
+    except ValueError as exc:
+        raise EdgeFleetError(f"--store: {exc}") from None
+    return {
+        "store": store,
+        "etcd_ca": ca,
+        "etcd_cert": cert,
+        "etcd_key": key,
+        "lease_ttl_s": args.lease_ttl,
+    }
 
 
 async def serve(config: ControllerConfig) -> None:

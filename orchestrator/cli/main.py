@@ -1,5 +1,5 @@
-"""`edgectl`: drive an EdgeFleet deployment. Exit codes: 0 ok, 1 failed/invalid, 2 usage,
-3 controller unreachable, 130 interrupted (Ctrl-C)."""
+"""`edgectl`: drive an EdgeFleet deployment (`--config FILE` for controllers off loopback).
+Exit codes: 0 ok, 1 failed/invalid, 2 usage, 3 controller unreachable, 130 interrupted."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from orchestrator import __version__
 from orchestrator.cli import (
+    admin_command,
     apply_command,
     chat_command,
     controller_command,
@@ -46,6 +47,7 @@ COMMANDS = (
     node_command,
     controller_command,
     credential_commands,
+    admin_command,
     schema_command,
 )
 

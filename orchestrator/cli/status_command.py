@@ -100,6 +100,21 @@ def routes_line(status: controller_pb2.ClusterStatus) -> str:
     return f"routing table {current}: {using}/{len(status.nodes)} nodes route with it"
 
 
+def control_plane_line(plane: controller_pb2.ControlPlane) -> str:
+    """`Control plane: ROLE, term T, leader ID (ADDRESS), store KIND, writable|read-only`."""
+    parts = [plane.role or "single"]
+    if plane.term:
+        parts.append(f"term {plane.term}")
+    if plane.leader_id or plane.leader_address:
+        where = f" ({plane.leader_address})" if plane.leader_address else ""
+        parts.append(f"leader {plane.leader_id[:8] or '?'}{where}")
+    elif plane.role == "standby":
+        parts.append("no leader known")
+    parts.append(f"store {plane.store_kind or 'sqlite'}")
+    parts.append("writable" if plane.writable else f"read-only: {plane.store_detail or '?'}")
+    return "Control plane: " + ", ".join(parts)
+
+
 def print_status(status: controller_pb2.ClusterStatus, consoles: Consoles) -> None:
     """The status screen."""
     now = time.time()
@@ -109,6 +124,11 @@ def print_status(status: controller_pb2.ClusterStatus, consoles: Consoles) -> No
     consoles.out.print(head, markup=False)
     if status.routes_generation:
         consoles.out.print(routes_line(status), markup=False)
+    if status.HasField("control_plane"):
+        plane = status.control_plane
+        consoles.out.print(
+            control_plane_line(plane), markup=False, style=None if plane.writable else "yellow"
+        )
     if status.deployments:
         _section(consoles, "Deployments", _deployment_rows(status, now))
     states = Counter(node_state(n.state) for n in status.nodes)

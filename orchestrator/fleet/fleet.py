@@ -13,7 +13,7 @@ from edgefleet.v1 import common_pb2
 from orchestrator.events import EventLog
 from orchestrator.fleet.health import Health, node_state
 from orchestrator.fleet.marks import NodeMarks
-from orchestrator.fleet.node_link import ChannelFactory, NodeLink
+from orchestrator.fleet.node_link import ChannelFactory, NodeLink, sole_leader_term
 from orchestrator.fleet.status_events import is_empty, status_events
 from orchestrator.scheduler.model import NodeState, NodeView
 from orchestrator.store import Mark, NodeMarkRow, StateStore
@@ -36,15 +36,18 @@ class Fleet:
         failure_timeout: Callable[[], float],
         on_change: Callable[[], None],
         revoked: Callable[[], Mapping[str, str]] = dict,
+        term: Callable[[], int] = sole_leader_term,
     ) -> None:
         """`on_change` runs when something scheduling depends on changed (health, states);
-        `revoked()` gives the node ids the controller no longer trusts, with the reason."""
+        `revoked()` gives the node ids the controller no longer trusts, with the reason;
+        `term()` the controller's leader term now (0: a standby, which only watches)."""
         self._controller_id = controller_id
         self._channel_factory = channel_factory
         self._events = events
         self._failure_timeout = failure_timeout
         self._on_change = on_change
         self._revoked = revoked
+        self._term = term
         self._links: dict[str, NodeLink] = {}
         self._ticker: asyncio.Task[None] | None = None
         self.marks = NodeMarks()
@@ -68,6 +71,7 @@ class Fleet:
             channel_factory=self._channel_factory,
             on_status=self._status,
             on_stream=self._stream_broke,
+            term=self._term,
         )
         self._links[node_id] = link
         reason = self._revoked().get(node_id)
@@ -100,6 +104,24 @@ class Fleet:
         if link is not None:
             await link.reconnect()
             self._evaluate(link)
+
+    def new_term(self) -> None:
+        """The controller's leader term changed (it leads now, or no longer): every link
+        reopens its status stream with the new term and considers pushing again; nothing a
+        node runs is touched. Called from the event loop."""
+        for link in self._links.values():
+            link.new_term()
+
+    def reported_term(self) -> int:
+        """The highest leader term a trusted node reports following (0: none reported)."""
+        return max(
+            (
+                link.status.leader_term
+                for link in self._links.values()
+                if link.status is not None and not link.distrust and not link.revoked
+            ),
+            default=0,
+        )
 
     def get(self, node_id: str) -> NodeLink | None:
         """The link of a node, if known."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from orchestrator.store import Mark, NodeMarkRow, StateStore
+from orchestrator.store import Mark, NodeMarkRow, StateStore, StoreError
 
 
 class NodeMarks:
@@ -15,6 +15,11 @@ class NodeMarks:
     def __init__(self, store: StateStore | None = None) -> None:
         self._store = store
         self._marks: dict[str, NodeMarkRow] = store.node_marks() if store is not None else {}
+
+    def reload(self) -> None:
+        """Read the marks again: another controller sharing the store changed them."""
+        if self._store is not None:
+            self._marks = self._store.node_marks()
 
     def get(self, node_id: str) -> NodeMarkRow | None:
         """The node's mark; None when it has none."""
@@ -45,7 +50,12 @@ class NodeMarks:
         if row is None or row.mark != "draining":
             return None
         if self._store is not None:
-            stored = self._store.mark_drained(node_id)
+            try:
+                stored = self._store.mark_drained(node_id)
+            except StoreError:
+                # Not the leader (which records it), or the store is out of reach: the
+                # next status after the leader's pass, or after the store is back, tells.
+                return None
             row = stored if stored is not None else replace(row, drained_at=time.time())
         else:
             row = replace(row, drained_at=time.time())

@@ -6,6 +6,11 @@ whenever the node reports a different generation, retrying with backoff; a
 node never receives the same generation twice with different content. Likewise
 it pushes the fleet's routing table whenever the node reports routing with
 another one (never to a node that is untrusted or revoked).
+
+Pushes carry the controller's leader term, and happen only while it has one
+(term() > 0): a standby controller (term 0) watches its nodes but never pushes.
+A node that follows a newer leader refuses the push; the link says so once and
+waits for a new term or a new state to push, rather than retrying.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import grpc
 from edgefleet.v1 import node_pb2, node_pb2_grpc
 from edgefleet_common.backoff import Backoff
 from edgefleet_contract.desired import NodeDesired
-from edgefleet_contract.wire import desired_to_proto
+from edgefleet_contract.wire import NEWER_LEADER, desired_to_proto
 from orchestrator.fleet.health import Health, HealthInputs, assess
 
 log = logging.getLogger(__name__)
@@ -42,6 +47,11 @@ PUSH_RETRY_MAX_S = 10.0
 INFO_TIMEOUT_S = 5.0
 
 
+def sole_leader_term() -> int:
+    """The leader term of a controller without an election: it leads alone, always."""
+    return 1
+
+
 class NodeLink:
     """One node as the controller sees it, and the channel to it."""
 
@@ -55,9 +65,11 @@ class NodeLink:
         channel_factory: ChannelFactory,
         on_status: Callable[[NodeLink, bool], None],
         on_stream: Callable[[NodeLink, str], None],
+        term: Callable[[], int] = sole_leader_term,
     ) -> None:
         """`on_status(link, changed)` runs on every status (changed: more than a heartbeat);
-        `on_stream(link, reason)` when the stream breaks or cannot be opened."""
+        `on_stream(link, reason)` when the stream breaks or cannot be opened; `term()` is the
+        controller's leader term now (0: it does not lead, so it only watches)."""
         self.node_id = node_id
         self.address = address
         self.discovered_by = discovered_by
@@ -87,8 +99,16 @@ class NodeLink:
         self._channel_factory = channel_factory
         self._on_status = on_status
         self._on_stream = on_stream
+        self._term = term
+        self.watch_term = 0
+        """The leader term the status stream was opened with."""
+        self.state_refused_at = 0
+        """The term the node refused the desired state at as an older leader's (0: none)."""
+        self.routes_refused_at = 0
+        """The same for the routing table; neither is pushed again at that term."""
         self._channel: Any = None
         self._stub: Any = None
+        self._stream: Any = None
         self._push_wanted = asyncio.Event()
         self.routes: node_pb2.ApplyRoutesRequest | None = None
         """The routing table to push (None: none made yet)."""
@@ -133,6 +153,25 @@ class NodeLink:
             asyncio.create_task(self._push_loop(), name=f"push {self.node_id}"),
             asyncio.create_task(self._routes_loop(), name=f"routes {self.node_id}"),
         ]
+
+    def new_term(self) -> None:
+        """The controller's leader term changed: reopen the status stream with it (the node
+        learns the new term; nothing it runs is touched) and consider pushing again."""
+        self.state_refused_at = self.routes_refused_at = 0
+        if self._closed or self.revoked or not self._tasks:
+            return
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.cancel()
+        watch = self._tasks[0]
+        watch.cancel()
+        self._tasks[0] = asyncio.create_task(self._rewatch(watch), name=f"watch {self.node_id}")
+        self._push_wanted.set()
+        self._routes_wanted.set()
+
+    async def _rewatch(self, previous: asyncio.Task[None]) -> None:
+        await asyncio.gather(previous, return_exceptions=True)
+        await self._watch()
 
     async def move(self, address: str) -> None:
         """The node is now found at another address: reconnect there."""
@@ -205,8 +244,11 @@ class NodeLink:
                 )
             self.info = info
             self.labels = dict(info.labels)
-            stream = self._stub.WatchStatus(
-                node_pb2.WatchStatusRequest(controller_id=self._controller_id)
+            self.watch_term = max(self._term(), 0)
+            stream = self._stream = self._stub.WatchStatus(
+                node_pb2.WatchStatusRequest(
+                    controller_id=self._controller_id, leader_term=self.watch_term
+                )
             )
             async for status in stream:
                 self._receive(status)
@@ -258,6 +300,7 @@ class NodeLink:
     def want(self, desired: NodeDesired | None) -> None:
         """Make `desired` the state to push (pushed when it differs from the node's)."""
         self.desired = desired
+        self.state_refused_at = 0
         self._push_wanted.set()
 
     async def _push_loop(self) -> None:
@@ -265,14 +308,22 @@ class NodeLink:
         while not self._closed:
             await self._push_wanted.wait()
             self._push_wanted.clear()
-            desired = self.desired
+            desired, term = self.desired, self._term()
             if desired is None or not self.connected or self._stub is None:
                 continue
             if self.observed_generation == desired.generation:
                 continue
+            if not _may_push(term, self.state_refused_at):
+                continue
+            request = desired_to_proto(desired)
+            request.leader_term = term
             try:
-                await self._stub.ApplyState(desired_to_proto(desired), timeout=PUSH_TIMEOUT_S)
+                await self._stub.ApplyState(request, timeout=PUSH_TIMEOUT_S)
             except grpc.aio.AioRpcError as exc:
+                if _newer_leader(exc):
+                    self.state_refused_at = term
+                    self.push_error = self._refused(exc, term, f"generation {desired.generation}")
+                    continue
                 self.push_error = _describe(exc)
                 log.warning(
                     "pushing desired state failed",
@@ -301,6 +352,7 @@ class NodeLink:
     def want_routes(self, request: node_pb2.ApplyRoutesRequest) -> None:
         """Make this the routing table to push (pushed when the node routes with another)."""
         self.routes = request
+        self.routes_refused_at = 0
         if self._routes_behind():
             self._routes_wanted.set()
 
@@ -318,14 +370,22 @@ class NodeLink:
         while not self._closed:
             await self._routes_wanted.wait()
             self._routes_wanted.clear()
-            request = self.routes
-            if request is None or not self.connected or self._stub is None:
+            routes, term = self.routes, self._term()
+            if routes is None or not self.connected or self._stub is None:
                 continue
             if self.distrust or self.revoked or not self._routes_behind():
                 continue
+            if not _may_push(term, self.routes_refused_at):
+                continue
+            request = node_pb2.ApplyRoutesRequest(table=routes.table, leader_term=term)
             try:
                 reply = await self._stub.ApplyRoutes(request, timeout=PUSH_TIMEOUT_S)
             except grpc.aio.AioRpcError as exc:
+                if _newer_leader(exc):
+                    self.routes_refused_at = term
+                    generation = request.table.generation
+                    self.routes_error = self._refused(exc, term, f"routing table {generation}")
+                    continue
                 if not self._routes_failed(exc, request.table.generation):
                     await backoff.wait()
                     self._routes_wanted.set()
@@ -350,6 +410,30 @@ class NodeLink:
         # A table the node calls invalid, or a node without a gateway (an older one):
         # the next table is tried when there is one.
         return error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNIMPLEMENTED)
+
+    # -- the leader term -------------------------------------------------------------
+
+    def _refused(self, error: grpc.aio.AioRpcError, term: int, what: str) -> str:
+        """Note a push the node refused for a newer leader; returns the reason."""
+        reason = _describe(error)
+        log.warning(
+            "the node follows a newer leader; not pushing again until a new term or state",
+            extra={"node": self.node_id, "pushed": what, "leader_term": term, "error": reason},
+        )
+        return reason
+
+
+def _may_push(term: int, refused_at: int) -> bool:
+    """Whether to push at leader `term`: only while leading, and not at a term the node
+    refused already (a new term or a new thing to push clears `refused_at`)."""
+    return term > 0 and term != refused_at
+
+
+def _newer_leader(error: grpc.aio.AioRpcError) -> bool:
+    """Whether a push was refused because the node follows a newer leader than this one."""
+    return error.code() == grpc.StatusCode.FAILED_PRECONDITION and NEWER_LEADER in (
+        error.details() or ""
+    )
 
 
 def _essence(status: node_pb2.NodeStatus) -> tuple[object, ...]:

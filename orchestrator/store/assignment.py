@@ -43,9 +43,7 @@ def save_assignment(
     state is the same. Returns the new generation of each node that got one.
     Nodes not in `changed` keep what they have.
     """
-    forced = set(force)
-    if unknown := forced - set(changed):
-        raise ValueError(f"forced nodes must be in changed: {sorted(unknown)}")
+    forced = check_forced(changed, force)
     counter = last_generation(conn)
     saved: dict[str, int] = {}
     # Sorted: the same batch always numbers its nodes in the same order.
@@ -68,6 +66,14 @@ def save_assignment(
     if saved:
         conn.execute("UPDATE generation_counter SET value = ? WHERE id = 1", (counter,))
     return saved
+
+
+def check_forced(changed: Collection[str], force: Collection[str]) -> set[str]:
+    """The forced nodes; ValueError when one of them is not among the changed."""
+    forced = set(force)
+    if unknown := forced - set(changed):
+        raise ValueError(f"forced nodes must be in changed: {sorted(unknown)}")
+    return forced
 
 
 def last_generation(conn: sqlite3.Connection) -> int:

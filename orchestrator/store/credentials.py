@@ -1,5 +1,6 @@
 """Credentials the controller hands out: join tokens and API keys (kept as SHA-256 of the
-secret, never the secret), the node certificates it issued, and the nodes it revoked."""
+secret, never the secret), the certificates it issued (to nodes and admins), and the nodes
+it revoked."""
 
 from __future__ import annotations
 
@@ -32,6 +33,17 @@ class CredentialRow:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class CertificateRow:
+    """A certificate the cluster CA issued, to a node (`edge-1`) or an admin (`admin/alice`)."""
+
+    serial: int
+    owner: str
+    issued_at: float
+    not_after: float
+    revoked_at: float | None
+
+
 _COLUMNS = "kind, id, secret_sha256, description, created_at, expires_at, revoked_at, last_used_at"
 
 
@@ -46,8 +58,7 @@ def add_credential(
     expires_at: float | None,
 ) -> CredentialRow:
     """Record a new credential (ids are unique per kind)."""
-    if kind not in get_args(CredentialKind):
-        raise ValueError(f"kind must be one of {get_args(CredentialKind)}")
+    check_kind(kind)
     conn.execute(
         f"INSERT INTO credentials ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)",
         (kind, credential_id, secret_sha256, description, now, expires_at),
@@ -55,6 +66,12 @@ def add_credential(
     return CredentialRow(
         kind, credential_id, secret_sha256, description, now, expires_at, None, None
     )
+
+
+def check_kind(kind: str) -> None:
+    """ValueError unless `kind` is a credential kind."""
+    if kind not in get_args(CredentialKind):
+        raise ValueError(f"kind must be one of {get_args(CredentialKind)}")
 
 
 def credential(
@@ -133,11 +150,29 @@ def revoke_node(conn: sqlite3.Connection, node_id: str, reason: str, now: float)
         " reason = excluded.reason",
         (node_id, now, reason),
     )
+    return revoke_certificates(conn, node_id, now)
+
+
+def revoke_certificates(conn: sqlite3.Connection, owner: str, now: float) -> int:
+    """Revoke every unrevoked certificate of `owner`; returns how many."""
     cursor = conn.execute(
         "UPDATE node_certificates SET revoked_at = ? WHERE node_id = ? AND revoked_at IS NULL",
-        (now, node_id),
+        (now, owner),
     )
     return cursor.rowcount
+
+
+def certificates(conn: sqlite3.Connection, owner_prefix: str) -> list[CertificateRow]:
+    """Every certificate whose owner starts with `owner_prefix`, oldest first."""
+    rows = conn.execute(
+        "SELECT serial, node_id, issued_at, not_after, revoked_at FROM node_certificates"
+        " WHERE substr(node_id, 1, ?) = ? ORDER BY issued_at, node_id, serial",
+        (len(owner_prefix), owner_prefix),
+    )
+    return [
+        CertificateRow(int(serial, 16), owner, issued, not_after, revoked)
+        for serial, owner, issued, not_after, revoked in rows
+    ]
 
 
 def revoked_nodes(conn: sqlite3.Connection) -> dict[str, str]:

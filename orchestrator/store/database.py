@@ -15,7 +15,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Literal
 
-from orchestrator.errors import EdgeFleetError
+from orchestrator.store.errors import StoreError
 from orchestrator.store.migrations import APPLICATION_ID, MIGRATIONS, Migration
 
 Synchronous = Literal["normal", "full"]
@@ -25,10 +25,6 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 BUSY_TIMEOUT = 5.0
 """Seconds to wait for another connection's write lock before giving up."""
-
-
-class StoreError(EdgeFleetError):
-    """The state store cannot be opened, read or written; the message says what to do."""
 
 
 class Database:
@@ -104,6 +100,11 @@ class Database:
         """A read transaction: one consistent snapshot for all its queries."""
         with self._transaction("BEGIN") as conn:
             yield conn
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called."""
+        return self._closed
 
     def close(self) -> None:
         """Close the connection; further use raises `StoreError`. Safe to call twice."""

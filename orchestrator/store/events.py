@@ -43,12 +43,7 @@ def add_event(
     keep: int = DEFAULT_MAX_EVENTS,
 ) -> EventRow:
     """Append an event, trimming the oldest so that at most `keep` remain."""
-    if severity not in get_args(Severity):
-        raise ValueError(f"severity must be one of {get_args(Severity)}")
-    if not reason or any(c.isspace() for c in reason):
-        raise ValueError(f"an event reason is one word, not {reason!r}")
-    if keep < 1:
-        raise ValueError("keep must be at least 1")
+    check_event(severity, reason, keep)
     cursor = conn.execute(
         "INSERT INTO events (time, severity, reason, object, node_id, message)"
         " VALUES (?, ?, ?, ?, ?, ?)",
@@ -58,6 +53,16 @@ def add_event(
     assert event_id is not None  # an INSERT into a rowid table always sets it
     _trim(conn, newest=event_id, keep=keep)
     return EventRow(event_id, now, severity, reason, object, node_id, message)
+
+
+def check_event(severity: str, reason: str, keep: int) -> None:
+    """ValueError unless the event can be stored (and `keep` is a usable limit)."""
+    if severity not in get_args(Severity):
+        raise ValueError(f"severity must be one of {get_args(Severity)}")
+    if not reason or any(c.isspace() for c in reason):
+        raise ValueError(f"an event reason is one word, not {reason!r}")
+    if keep < 1:
+        raise ValueError("keep must be at least 1")
 
 
 def events(

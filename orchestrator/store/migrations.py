@@ -170,4 +170,43 @@ _ROUTES = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_CORE, _EVENTS, _TRUST, _MAINTENANCE, _ROUTES)
+_TERMS = Migration(
+    summary="leader term",
+    statements=(
+        # One row: the leader term, one higher each time a controller starts on this
+        # store. Nodes refuse pushes from a term lower than one they have seen.
+        """
+        CREATE TABLE leader_term (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            value INTEGER NOT NULL CHECK (value >= 0)
+        ) STRICT
+        """,
+        "INSERT INTO leader_term (id, value) VALUES (1, 0)",
+    ),
+)
+
+_MEMBERS = Migration(
+    summary="controller members",
+    statements=(
+        # Each controller refreshes its row every few seconds; stale rows are skipped
+        # when read, not deleted.
+        """
+        CREATE TABLE controller_members (
+            controller_id TEXT PRIMARY KEY,
+            address TEXT NOT NULL,
+            role TEXT NOT NULL,
+            seen_at REAL NOT NULL
+        ) STRICT
+        """,
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    _CORE,
+    _EVENTS,
+    _TRUST,
+    _MAINTENANCE,
+    _ROUTES,
+    _TERMS,
+    _MEMBERS,
+)

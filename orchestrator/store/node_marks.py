@@ -35,10 +35,7 @@ def set_mark(
     conn: sqlite3.Connection, node_id: str, mark: Mark, *, reason: str, now: float
 ) -> NodeMarkRow:
     """Mark a node (replacing its mark, and forgetting when it was drained)."""
-    if not node_id:
-        raise ValueError("a node needs an id")
-    if mark not in get_args(Mark):
-        raise ValueError(f"mark must be one of {get_args(Mark)}, not {mark!r}")
+    check_mark(node_id, mark)
     conn.execute(
         "INSERT INTO node_marks (node_id, mark, reason, since, drained_at)"
         " VALUES (?, ?, ?, ?, NULL) ON CONFLICT (node_id) DO UPDATE SET"
@@ -47,6 +44,14 @@ def set_mark(
         (node_id, mark, reason, now),
     )
     return NodeMarkRow(node_id, mark, reason, now)
+
+
+def check_mark(node_id: str, mark: str) -> None:
+    """ValueError unless `mark` can be put on `node_id`."""
+    if not node_id:
+        raise ValueError("a node needs an id")
+    if mark not in get_args(Mark):
+        raise ValueError(f"mark must be one of {get_args(Mark)}, not {mark!r}")
 
 
 def set_drained(conn: sqlite3.Connection, node_id: str, *, now: float) -> NodeMarkRow | None:

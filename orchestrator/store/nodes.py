@@ -38,10 +38,7 @@ def upsert_node(
     last_seen: float,
 ) -> NodeRow:
     """Record a node, or update what is known of it (its first sighting is kept)."""
-    if not node_id:
-        raise ValueError("a node needs an id")
-    if discovered_by not in get_args(DiscoveredBy):
-        raise ValueError(f"discovered_by must be one of {get_args(DiscoveredBy)}")
+    check_node(node_id, discovered_by)
     labels_json = json.dumps(dict(sorted(labels.items())), separators=(",", ":"))
     conn.execute(
         "INSERT INTO nodes (node_id, address, discovered_by, labels_json, first_seen, last_seen)"
@@ -52,6 +49,14 @@ def upsert_node(
     )
     row = conn.execute(f"{_SELECT} WHERE node_id = ?", (node_id,)).fetchone()
     return _node(row)
+
+
+def check_node(node_id: str, discovered_by: str) -> None:
+    """ValueError unless the id and discovery source can be recorded."""
+    if not node_id:
+        raise ValueError("a node needs an id")
+    if discovered_by not in get_args(DiscoveredBy):
+        raise ValueError(f"discovered_by must be one of {get_args(DiscoveredBy)}")
 
 
 def nodes(conn: sqlite3.Connection) -> list[NodeRow]:

@@ -56,8 +56,7 @@ def add_revision(
     now: float,
 ) -> Revision:
     """Store the next revision of `deployment` and make it current (and not deleted)."""
-    if not deployment:
-        raise ValueError("a deployment needs a name")
+    check_deployment_name(deployment)
     (previous,) = conn.execute(
         "SELECT coalesce(max(number), 0) FROM revisions WHERE deployment = ?", (deployment,)
     ).fetchone()
@@ -91,6 +90,12 @@ def add_revision(
         ),
     )
     return revision
+
+
+def check_deployment_name(deployment: str) -> None:
+    """ValueError unless `deployment` can name a deployment."""
+    if not deployment:
+        raise ValueError("a deployment needs a name")
 
 
 def current(conn: sqlite3.Connection) -> list[Revision]:

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from types import TracebackType
 
-from edgefleet_common.cluster import DEFAULT_CLUSTER
 from orchestrator.store import assignment as _assignment
-from orchestrator.store import credentials as _credentials
 from orchestrator.store import events as _events
 from orchestrator.store import node_marks as _marks
 from orchestrator.store import nodes as _nodes
@@ -18,42 +14,27 @@ from orchestrator.store import revisions as _revisions
 from orchestrator.store import routes as _routes
 from orchestrator.store import settings as _settings
 from orchestrator.store.assignment import NodeAssignment
-from orchestrator.store.credentials import CredentialKind, CredentialRow
-from orchestrator.store.database import Database, StoreError, Synchronous
+from orchestrator.store.database import Database, Synchronous
 from orchestrator.store.events import DEFAULT_MAX_EVENTS, EventRow, Severity
 from orchestrator.store.node_marks import Mark, NodeMarkRow
 from orchestrator.store.nodes import DiscoveredBy, NodeRow
 from orchestrator.store.revisions import DeploymentRow, Revision
+from orchestrator.store.sqlite_trust_store import SqliteTrustRecords
+from orchestrator.store.state_store import StateStore
 
 
-class SqliteStore:
+class SqliteStore(SqliteTrustRecords):
     """The controller's state: revisions, deployments, nodes, assignment, events, settings.
 
     Every method is one transaction: a controller killed at any moment reopens
     to the state before or after each call, never in between. Times are Unix
     seconds (float).
-    """
 
-    def __init__(
-        self,
-        db: Database,
-        *,
-        controller_id: str,
-        cluster_name: str,
-        max_events: int = DEFAULT_MAX_EVENTS,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        if max_events < 1:
-            raise ValueError("max_events must be at least 1")
-        self._db = db
-        self._controller_id = controller_id
-        self._cluster_name = cluster_name
-        self._max_events = max_events
-        self._clock = clock
-        self._current: list[Revision] | None = None
-        """The current revisions, read once: only this store changes them (one controller
-        per data folder, one thread), so `add_revision` and `delete_deployment` drop the
-        copy. The gateway asks for them on every request."""
+    A single controller owns the file (SQLite's lock keeps a second one out), so
+    it is always the leader: `fence` and `unfence` change nothing, and no write
+    raises `NotLeader`. `on_change` callbacks run on the writing thread, right
+    after each write call of this store commits (even one that changed nothing).
+    """
 
     @classmethod
     def open(
@@ -76,19 +57,7 @@ class SqliteStore:
         db = Database.open(Path(path), synchronous=synchronous)
         try:
             with db.write() as conn:
-                controller_id = _settings.get_meta(conn, "controller_id")
-                if controller_id is None:
-                    controller_id = str(uuid.uuid4())
-                    _settings.set_meta(conn, "controller_id", controller_id)
-                stored_name = _settings.get_meta(conn, "cluster_name")
-                if stored_name is None:
-                    stored_name = cluster_name or DEFAULT_CLUSTER
-                    _settings.set_meta(conn, "cluster_name", stored_name)
-                elif cluster_name is not None and cluster_name != stored_name:
-                    raise StoreError(
-                        f"the store at {db.path} belongs to cluster {stored_name!r}, not "
-                        f"{cluster_name!r}; use that cluster's data folder or drop the name"
-                    )
+                controller_id, stored_name = _settings.identity(conn, cluster_name, db.path)
             return cls(
                 db,
                 controller_id=controller_id,
@@ -100,33 +69,11 @@ class SqliteStore:
             db.close()
             raise
 
-    @property
-    def path(self) -> Path:
-        """The store's file."""
-        return self._db.path
-
-    @property
-    def controller_id(self) -> str:
-        """A random id made when the store was created, kept for its lifetime."""
-        return self._controller_id
-
-    @property
-    def cluster_name(self) -> str:
-        """The cluster this store belongs to."""
-        return self._cluster_name
-
-    def close(self) -> None:
-        """Close the store; safe to call twice."""
-        self._db.close()
-
     def __enter__(self) -> SqliteStore:
         return self
 
     def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
         self.close()
 
@@ -144,7 +91,7 @@ class SqliteStore:
     ) -> Revision:
         """Store the next revision of `deployment` (from 1) and make it current, undeleted."""
         self._current = None
-        with self._db.write() as conn:
+        with self._write("revisions") as conn:
             return _revisions.add_revision(
                 conn,
                 deployment,
@@ -181,7 +128,7 @@ class SqliteStore:
     def delete_deployment(self, name: str) -> bool:
         """Mark a deployment deleted (its revisions stay); False if unknown or deleted."""
         self._current = None
-        with self._db.write() as conn:
+        with self._write("revisions") as conn:
             return _revisions.delete_deployment(conn, name, now=self._clock())
 
     # Assignment
@@ -196,12 +143,11 @@ class SqliteStore:
     ) -> dict[str, int]:
         """Save nodes' desired state (JSON); each node whose state differs gets a new generation.
 
-        All in one transaction. Returns the new generation of each node that got
-        one; a node whose JSON is unchanged keeps its generation and is left
-        out, unless it is in `force` (e.g. it reported a generation above the
-        store's and must be handed a higher one).
+        Returns the new generation of each node that got one; an unchanged node
+        keeps its generation, unless it is in `force` (e.g. it reported a
+        generation above the store's and must be handed a higher one).
         """
-        with self._db.write() as conn:
+        with self._write("assignment") as conn:
             return _assignment.save_assignment(conn, changed, now=self._clock(), force=force)
 
     def last_generation(self) -> int:
@@ -215,7 +161,7 @@ class SqliteStore:
         For a node that reports a generation the store does not know, e.g. after
         the store was restored from a backup: the next one handed out is higher.
         """
-        with self._db.write() as conn:
+        with self._write("assignment") as conn:
             return _assignment.raise_generation_floor(conn, floor)
 
     # Routing table
@@ -229,7 +175,7 @@ class SqliteStore:
         """The generation of a routing table with this content: unchanged for the same
         content (when at least `floor`), else one above the last and above `floor` (what
         a node reports holding)."""
-        with self._db.write() as conn:
+        with self._write("routes") as conn:
             return _routes.number_routes(conn, content_key, floor=floor)
 
     # Nodes
@@ -244,7 +190,7 @@ class SqliteStore:
         last_seen: float,
     ) -> NodeRow:
         """Record a node or update it; its first sighting is kept."""
-        with self._db.write() as conn:
+        with self._write("nodes") as conn:
             return _nodes.upsert_node(
                 conn,
                 node_id,
@@ -265,7 +211,7 @@ class SqliteStore:
         Should it come back, its next assignment still gets a higher generation
         than anything it held, since the counter is shared.
         """
-        with self._db.write() as conn:
+        with self._write("nodes", "assignment") as conn:
             known = _nodes.forget_node(conn, node_id)
             return _assignment.clear_assignment(conn, node_id) or known
 
@@ -273,17 +219,17 @@ class SqliteStore:
 
     def mark_node(self, node_id: str, mark: Mark, *, reason: str = "") -> NodeMarkRow:
         """Cordon a node or drain it (replacing an earlier mark)."""
-        with self._db.write() as conn:
+        with self._write("marks") as conn:
             return _marks.set_mark(conn, node_id, mark, reason=reason, now=self._clock())
 
     def mark_drained(self, node_id: str) -> NodeMarkRow | None:
         """Note that a draining node is empty; None when it is not draining."""
-        with self._db.write() as conn:
+        with self._write("marks") as conn:
             return _marks.set_drained(conn, node_id, now=self._clock())
 
     def unmark_node(self, node_id: str) -> bool:
         """Uncordon a node; False when it was neither cordoned nor draining."""
-        with self._db.write() as conn:
+        with self._write("marks") as conn:
             return _marks.clear_mark(conn, node_id)
 
     def node_marks(self) -> dict[str, NodeMarkRow]:
@@ -303,7 +249,7 @@ class SqliteStore:
         message: str,
     ) -> EventRow:
         """Append an event; the oldest are trimmed beyond `max_events`."""
-        with self._db.write() as conn:
+        with self._write("events") as conn:
             return _events.add_event(
                 conn,
                 severity=severity,
@@ -322,84 +268,5 @@ class SqliteStore:
         with self._db.read() as conn:
             return _events.events(conn, after_id=after_id, limit=limit, object=object)
 
-    # Settings
 
-    def get_setting(self, key: str) -> str | None:
-        """A setting's value, or None."""
-        with self._db.read() as conn:
-            return _settings.get_setting(conn, key)
-
-    def set_setting(self, key: str, value: str) -> None:
-        """Set (or replace) a setting."""
-        with self._db.write() as conn:
-            _settings.set_setting(conn, key, value)
-
-    # Credentials and node trust
-
-    def add_credential(
-        self,
-        kind: CredentialKind,
-        credential_id: str,
-        *,
-        secret_sha256: str,
-        description: str,
-        expires_at: float | None,
-    ) -> CredentialRow:
-        """Record a join token or API key by the SHA-256 of its secret."""
-        with self._db.write() as conn:
-            return _credentials.add_credential(
-                conn,
-                kind,
-                credential_id,
-                secret_sha256=secret_sha256,
-                description=description,
-                now=self._clock(),
-                expires_at=expires_at,
-            )
-
-    def credential(self, kind: CredentialKind, credential_id: str) -> CredentialRow | None:
-        """One join token or API key, or None."""
-        with self._db.read() as conn:
-            return _credentials.credential(conn, kind, credential_id)
-
-    def credentials(self, kind: CredentialKind) -> list[CredentialRow]:
-        """Every join token or every API key, oldest first."""
-        with self._db.read() as conn:
-            return _credentials.credentials(conn, kind)
-
-    def revoke_credential(self, kind: CredentialKind, credential_id: str) -> bool:
-        """Revoke a join token or API key; False when unknown or revoked already."""
-        with self._db.write() as conn:
-            return _credentials.revoke_credential(conn, kind, credential_id, self._clock())
-
-    def mark_credential_used(self, kind: CredentialKind, credential_id: str) -> None:
-        """Note that a credential was just used."""
-        with self._db.write() as conn:
-            _credentials.mark_used(conn, kind, credential_id, self._clock())
-
-    def add_certificate(self, serial: int, node_id: str, not_after: float) -> None:
-        """Record a node certificate the cluster CA issued."""
-        with self._db.write() as conn:
-            _credentials.add_certificate(
-                conn, serial, node_id, issued_at=self._clock(), not_after=not_after
-            )
-
-    def certificate_revoked(self, serial: int) -> bool | None:
-        """Whether an issued certificate is revoked (None: never issued here)."""
-        with self._db.read() as conn:
-            return _credentials.certificate_revoked(conn, serial)
-
-    def revoke_node(self, node_id: str, reason: str) -> int:
-        """Revoke a node and its certificates; returns how many certificates."""
-        with self._db.write() as conn:
-            return _credentials.revoke_node(conn, node_id, reason, self._clock())
-
-    def live_certificate_until(self, node_id: str) -> float | None:
-        """When the node's latest valid certificate expires (None: it holds none)."""
-        with self._db.read() as conn:
-            return _credentials.live_certificate_until(conn, node_id, self._clock())
-
-    def revoked_nodes(self) -> dict[str, str]:
-        """Revoked node id → reason."""
-        with self._db.read() as conn:
-            return _credentials.revoked_nodes(conn)
+_SATISFIES_PROTOCOL: type[StateStore] = SqliteStore

@@ -1,5 +1,6 @@
 """The controller API's trust calls: make, list and revoke join tokens and API keys, and
-revoke nodes. Secrets appear only in the answer to `create`."""
+revoke nodes. Secrets appear only in the answer to `create`. Admin certificates: see
+`required` (the calls live in `orchestrator.admin_service`)."""
 
 from __future__ import annotations
 
@@ -42,12 +43,13 @@ class TrustAdmin:
         self._fleet = fleet
         self._events = events
 
-    def _required(self) -> ClusterTrust:
+    def required(self) -> ClusterTrust:
         """The cluster's trust (FAILED_PRECONDITION for an `--insecure` controller)."""
         if self._trust is None:
             raise StatusError(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                "the controller runs with --insecure: it has no CA, tokens or API keys",
+                "the controller runs with --insecure: it has no CA, tokens, API keys or admin "
+                "certificates",
             )
         return self._trust
 
@@ -64,7 +66,7 @@ class TrustAdmin:
             raise StatusError(
                 grpc.StatusCode.INVALID_ARGUMENT, f"ttl_s must be 0 (no expiry) to {MAX_TTL_S:g}"
             )
-        row, secret = self._required().book.create(kind, request.description, request.ttl_s)
+        row, secret = self.required().book.create(kind, request.description, request.ttl_s)
         self._events.record(
             "info", "CredentialCreated", f"{kind}/{row.id}", f"{kind} {row.id} created"
         )
@@ -75,7 +77,7 @@ class TrustAdmin:
     def list(
         self, request: controller_pb2.ListCredentialsRequest
     ) -> controller_pb2.ListCredentialsResponse:
-        rows = self._required().book.list(_kind(request.kind))
+        rows = self.required().book.list(_kind(request.kind))
         return controller_pb2.ListCredentialsResponse(
             credentials=[credential_view(r) for r in rows]
         )
@@ -84,7 +86,7 @@ class TrustAdmin:
         self, request: controller_pb2.RevokeCredentialRequest
     ) -> controller_pb2.RevokeCredentialResponse:
         kind = _kind(request.kind)
-        book = self._required().book
+        book = self.required().book
         if not any(row.id == request.id for row in book.list(kind)):
             raise StatusError(grpc.StatusCode.NOT_FOUND, f"no {kind} {request.id[:40]!r}")
         revoked = book.revoke(kind, request.id)
@@ -97,7 +99,7 @@ class TrustAdmin:
     def revoke_node(
         self, request: controller_pb2.RevokeNodeRequest
     ) -> controller_pb2.RevokeNodeResponse:
-        trust = self._required()
+        trust = self.required()
         if not request.node_id or len(request.node_id) > 63:
             raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, "node_id must be 1-63 characters")
         reason = request.reason[:MAX_DESCRIPTION] or "revoked by an operator"

@@ -21,11 +21,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edgefleet_common.pki import (
+    ADMIN_URI_PREFIX,
+    CONTROLLER_SERVER_NAME,
     CONTROLLER_URI,
     JOIN_SERVER_NAME,
     NODE_URI_PREFIX,
     Credentials,
     PkiError,
+    admin_name_problem,
     cert_pem,
     fingerprint,
     key_pem,
@@ -42,6 +45,8 @@ from edgefleet_common.pki import (
 CA_LIFETIME = timedelta(days=3650)
 CONTROLLER_CERT_LIFETIME = timedelta(days=365)
 DEFAULT_NODE_CERT_LIFETIME = timedelta(hours=24)
+DEFAULT_ADMIN_CERT_LIFETIME = timedelta(days=365)
+MAX_ADMIN_CERT_LIFETIME = timedelta(days=3650)
 CLOCK_SKEW = timedelta(minutes=5)
 """Certificates start this long before they are issued (at most a tenth of their life), for
 boxes with a slow clock."""
@@ -121,6 +126,35 @@ class ClusterCa:
         ]
         cert = self._sign(public, node_id, names, lifetime, server=True)
         return IssuedCert(cert.serial_number, node_id, cert.not_valid_after_utc, cert_pem(cert))
+
+    def issue_admin(
+        self,
+        request: x509.CertificateSigningRequest,
+        name: str,
+        lifetime: timedelta = DEFAULT_ADMIN_CERT_LIFETIME,
+    ) -> IssuedCert:
+        """An admin client certificate (`edgefleet://admin/NAME`, client use only) for the
+        key in `request`; `node_id` of the result is `admin/NAME`, as the store records it."""
+        problem = admin_name_problem(name)
+        if problem is not None:
+            raise PkiError(problem)
+        if not timedelta(0) < lifetime <= MAX_ADMIN_CERT_LIFETIME:
+            raise PkiError(
+                f"an admin certificate lives 1 to {MAX_ADMIN_CERT_LIFETIME.days} days, "
+                f"not {lifetime}"
+            )
+        public = request.public_key()
+        if not isinstance(public, ec.EllipticCurvePublicKey):
+            raise PkiError("the signing request's key is not an ECDSA key")
+        names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(ADMIN_URI_PREFIX + name)]
+        cert = self._sign(public, f"admin {name}", names, lifetime)
+        owner = f"admin/{name}"
+        return IssuedCert(cert.serial_number, owner, cert.not_valid_after_utc, cert_pem(cert))
+
+    def api_server_credentials(self, hosts: list[str], lifetime: timedelta) -> Credentials:
+        """A serving certificate for the controller API: `hosts` (names or addresses) and the
+        name every controller's API certificate carries, which edgectl checks."""
+        return self.server_credentials([*hosts, CONTROLLER_SERVER_NAME], lifetime)
 
     def controller_credentials(self, folder: Path) -> Credentials:
         """The controller's client certificate (kept in `folder`), renewed at half-life."""

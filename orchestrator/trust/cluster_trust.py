@@ -8,6 +8,7 @@ start, 0600, for the operator to copy to new boxes).
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import ssl
@@ -32,6 +33,9 @@ TOKEN_FILE = "join-token"
 GATEWAY_CERT_LIFETIME = timedelta(days=365)
 JOIN_MAX_REQUEST = 64 * 1024
 PKI_DIR = "pki"
+CA_SETTING = "cluster-ca"
+"""The setting that carries the CA (certificate and key) in a store shared by several
+controllers; protect that store (etcd with TLS and client certificates)."""
 
 
 class ClusterTrust:
@@ -46,6 +50,8 @@ class ClusterTrust:
     ) -> None:
         self.data_dir = data_dir
         self.store = store
+        if store.health().kind != "sqlite":
+            share_ca(data_dir / PKI_DIR, store)
         self.ca = ClusterCa.load_or_create(data_dir / PKI_DIR, store.cluster_name)
         self.identity: Credentials = self.ca.controller_credentials(data_dir / PKI_DIR)
         self.book = CredentialBook(store, self.ca.fingerprint)
@@ -112,6 +118,26 @@ class ClusterTrust:
             raise OSError(f"cannot serve the join endpoint on {listen}: in use or not local")
         await server.start()
         return server, port
+
+
+def share_ca(folder: Path, store: StateStore) -> None:
+    """One CA for every controller of a shared store: the first to start puts its own
+    there; the others take it (replacing any CA of their own, which signed nothing yet
+    that the cluster knows)."""
+    stored = store.get_setting(CA_SETTING)
+    if stored is None:
+        mine = ClusterCa.load_or_create(folder, store.cluster_name)
+        offer = json.dumps({"cert": mine.cert_pem.decode(), "key": mine.key_pem.decode()})
+        stored = store.set_setting_if_absent(CA_SETTING, offer)
+    shared = json.loads(stored)
+    cert, key = shared["cert"].encode(), shared["key"].encode()
+    cert_path = folder / "ca.crt"
+    if cert_path.is_file() and cert_path.read_bytes() == cert:
+        return
+    log.info("taking the cluster CA from the shared store", extra={"folder": str(folder)})
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_private(folder / "ca.key", key)
+    write_private(cert_path, cert)
 
 
 def _local_names() -> list[str]:

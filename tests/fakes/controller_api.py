@@ -5,8 +5,9 @@ It is not the controller: it holds a canned, realistic fleet (three nodes, the
 computes a naive plan from a manifest (each node loads its models and starts
 its agents), validates manifests with the real loader (so INVALID_ARGUMENT
 carries the same rendered diagnostics the controller sends), keeps node marks
-(cordoned, draining) and answers drain progress from a script, records every
-request, and serves sync gRPC on 127.0.0.1 on a free port.
+(cordoned, draining) and answers drain progress from a script, issues admin
+certificates from the test run's CA, records every request, and serves sync gRPC
+on 127.0.0.1 on a free port.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from edgefleet.v1 import common_pb2, controller_pb2, controller_pb2_grpc, node_pb2
+from edgefleet_common.grpc_errors import ANSWERED_KEY
 from edgefleet_common.grpc_transport import server_options
+from edgefleet_common.pki import PkiError, load_csr
 from orchestrator.manifest import LOCAL_NODE, LoadedManifest, ManifestError, load_text
+from tests.cluster_pki import test_ca
 
 GiB = 1024**3
 MiB = 1024**2
@@ -323,6 +327,9 @@ def canned_status(**state: Any) -> controller_pb2.ClusterStatus:
         agents=agents,
         models=canned_models(**state),
         events=canned_events()[-3:],
+        control_plane=controller_pb2.ControlPlane(
+            role="single", leader_id="ctl-test", store_kind="sqlite", writable=True
+        ),
     )
 
 
@@ -444,11 +451,18 @@ class FakeControllerApi(controller_pb2_grpc.ControllerServiceServicer):
         """Events a following WatchEvents sends after the stored ones; None ends the stream."""
         self.chat_chunks: list[node_pb2.InvokeAgentChunk] = default_chat()
         self.refuse: dict[str, tuple[grpc.StatusCode, str]] = {}
+        self.lose: dict[str, str] = {}
+        """Methods whose calls end UNAVAILABLE as from a server going away (no answer of
+        the controller's own), with this message."""
         """Methods that fail with this status and message instead of answering."""
         self.marks: dict[str, str] = {}
         """Node id -> `cordoned` or `draining`, as the maintenance calls left them."""
         self.drain_script: list[controller_pb2.DrainProgress] = []
         """GetDrainProgress answers in turn; the last repeats. Empty: drained at once."""
+        self.admins: list[controller_pb2.AdminCertificate] = []
+        """Admin certificates CreateAdmin issued (from the test run's CA), oldest first."""
+        self.controller_addresses: list[str] = []
+        """What CreateAdmin names as the cluster's controllers."""
         self.address = ""
         self._stopping = threading.Event()
 
@@ -479,7 +493,12 @@ class FakeControllerApi(controller_pb2_grpc.ControllerServiceServicer):
         with self.lock:
             self.calls.append((method, request))
             refusal = self.refuse.get(method)
+            lost = self.lose.get(method)
+        if lost is not None:
+            context.abort(grpc.StatusCode.UNAVAILABLE, lost)
         if refusal is not None:
+            # As the controller's error mapping does for every status it chooses.
+            context.set_trailing_metadata(((ANSWERED_KEY, "1"),))
             context.abort(*refusal)
 
     def _load(self, request: Any, context: Any) -> LoadedManifest:
@@ -735,6 +754,44 @@ class FakeControllerApi(controller_pb2_grpc.ControllerServiceServicer):
                 return
             if not request.object or event.object == request.object:
                 yield event
+
+    def CreateAdmin(self, request: Any, context: Any) -> controller_pb2.CreateAdminResponse:
+        self._record("CreateAdmin", request, context)
+        ca = test_ca()
+        try:
+            issued = ca.issue_admin(load_csr(request.csr_pem.encode()), request.name)
+        except PkiError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise
+        view = controller_pb2.AdminCertificate(
+            name=request.name, serial=format(issued.serial, "x"), issued_at=ago(0)
+        )
+        view.expires_at.FromDatetime(issued.not_after)
+        with self.lock:
+            self.admins.append(view)
+        return controller_pb2.CreateAdminResponse(
+            certificate_pem=issued.pem.decode(),
+            ca_pem=ca.cert_pem.decode(),
+            cluster="default",
+            controllers=self.controller_addresses,
+            admin=view,
+        )
+
+    def RevokeAdmin(self, request: Any, context: Any) -> controller_pb2.RevokeAdminResponse:
+        self._record("RevokeAdmin", request, context)
+        with self.lock:
+            found = [a for a in self.admins if a.name == request.name]
+            if not found:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"no admin named {request.name}")
+            live = [a for a in found if not a.HasField("revoked_at")]
+            for admin in live:
+                admin.revoked_at.CopyFrom(ago(0))
+        return controller_pb2.RevokeAdminResponse(revoked=len(live))
+
+    def ListAdmins(self, request: Any, context: Any) -> controller_pb2.ListAdminsResponse:
+        self._record("ListAdmins", request, context)
+        with self.lock:
+            return controller_pb2.ListAdminsResponse(admins=self.admins)
 
     def Chat(self, request: Any, context: Any) -> Iterator[node_pb2.InvokeAgentChunk]:
         self._record("Chat", request, context)

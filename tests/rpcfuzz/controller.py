@@ -9,6 +9,7 @@ names node edge-a, which the maintenance calls (cordon, drain, uncordon) may the
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ import yaml
 from google.protobuf.message import DecodeError, Message
 
 from edgefleet.v1 import common_pb2, controller_pb2
+from edgefleet_common.pki import admin_csr, new_key, node_csr
 from tests.rpcfuzz.runner import DEFAULT_ALLOWED, Outcome, Policy
 from tests.rpcfuzz.values import FLOATS, I64, U32, U64, WEIRD_TEXT, Hostile
 
@@ -24,6 +26,7 @@ DEPLOYMENTS = ("fuzz-shop", "fuzz-home")
 AGENTS = ("helper", "planner", "front-desk")
 MODELS = ("fuzz-model", "tiny")
 NODES = ("edge-a", "edge-b")
+ADMINS = ("fuzz-admin", "ops-1")
 NAMES = (*DEPLOYMENTS, *AGENTS, *MODELS, *NODES, "deployment/fuzz-shop", "node/edge-a")
 
 _C = grpc.StatusCode
@@ -48,6 +51,10 @@ _ALLOWED = {
     "DrainNode": {_C.OK, _C.NOT_FOUND},
     "UncordonNode": {_C.OK, _C.NOT_FOUND},
     "GetDrainProgress": {_C.OK, _C.NOT_FOUND},
+    # Admin certificates: a bad name, request or lifetime is INVALID_ARGUMENT (in _ANY).
+    "CreateAdmin": {_C.OK},
+    "RevokeAdmin": {_C.OK, _C.NOT_FOUND},
+    "ListAdmins": {_C.OK},
 }
 MAINTENANCE = frozenset({"CordonNode", "DrainNode", "UncordonNode"})
 YAML_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
@@ -64,6 +71,14 @@ HOSTILE_DOCUMENTS = (
     "deployment:\n\ttype: single-device", "%YAML 9.9\n---\na: 1", "a: 1\n---\nb: 2\n",
     "deployment: {type: single-device, name: " + "x" * 2_000_000 + "}",
 )  # fmt: skip
+
+
+@functools.cache
+def signing_requests() -> tuple[str, ...]:
+    """Valid requests for the admin names, and a node's (its subject is not the point)."""
+    key = new_key()
+    made = [admin_csr(key, name).decode() for name in ADMINS]
+    return (*made, node_csr(key, "edge-a").decode())
 
 
 def manifest(rng: Any, deployment: str, *, distributed: bool) -> dict[str, Any]:
@@ -199,6 +214,14 @@ class ControllerApi:
             return controller_pb2.GetDrainProgressRequest(node_id=rng.choice(NODES))
         if method == "ListEndpoints":
             return controller_pb2.ListEndpointsRequest()
+        if method == "CreateAdmin":
+            return controller_pb2.CreateAdminRequest(
+                name=rng.choice(ADMINS), csr_pem=signing_requests()[0]
+            )
+        if method == "RevokeAdmin":
+            return controller_pb2.RevokeAdminRequest(name=rng.choice(ADMINS))
+        if method == "ListAdmins":
+            return controller_pb2.ListAdminsRequest()
         return controller_pb2.ListNodesRequest()
 
     def structured(self, method: str, hostile: Hostile, progress: float) -> Message | None:
@@ -247,7 +270,22 @@ class ControllerApi:
             if rng.random() < 0.3:
                 hostile.fill(request.options)
             return request
+        if method in ("CreateAdmin", "RevokeAdmin"):
+            return self._admin(method, hostile)
         return None
+
+    def _admin(self, method: str, hostile: Hostile) -> Message:
+        rng = hostile.rng
+        name = rng.choice([*ADMINS, *ADMINS, "", "Admin", "a" * 64, "-x", hostile.text()])
+        if method == "RevokeAdmin":
+            return controller_pb2.RevokeAdminRequest(name=name)
+        valid = rng.choice(signing_requests())
+        cut, flipped = valid[: rng.randrange(len(valid))], valid.replace("A", "B", 1)
+        header = "-----BEGIN CERTIFICATE REQUEST-----\n"
+        csr = rng.choice([valid, valid, cut, flipped, "", hostile.text(), header + hostile.text()])
+        return controller_pb2.CreateAdminRequest(
+            name=name, csr_pem=csr, lifetime_days=rng.choice([0, 0, 1, 3650, 3651, *U32])
+        )
 
     def _manifest(self, hostile: Hostile) -> str:
         rng = hostile.rng

@@ -146,7 +146,7 @@ def test_the_controllers_diagnostics_print_as_they_came(
 def test_losing_the_controller_mid_call_exits_3(
     api: FakeControllerApi, fleet: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    api.refuse["Apply"] = (grpc.StatusCode.UNAVAILABLE, "shutting down")
+    api.lose["Apply"] = "shutting down"
     assert edgectl(api, "apply", "-f", str(fleet)) == 3
     err = capsys.readouterr().err
     assert err == f"error: lost the controller at {api.address} during Apply: shutting down\n"

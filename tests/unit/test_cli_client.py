@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 
+import grpc
 import pytest
 
 from orchestrator.cli import client
@@ -132,6 +133,19 @@ def test_failed_precondition_exits_1(
     assert main(["--controller", api.address, "rollback", "quickstart"]) == 1
     err = capsys.readouterr().err
     assert err == "error: deployment quickstart has no revision before 1\n"
+
+
+def test_a_controller_whose_store_is_read_only_is_a_refusal_not_a_lost_controller(
+    api: FakeControllerApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    read_only = (
+        "the etcd cluster at 10.0.0.1:2379 does not answer (quorum lost?): the control "
+        "plane is read-only until it is back"
+    )
+    api.refuse["Apply"] = (grpc.StatusCode.UNAVAILABLE, read_only)
+    quickstart = str(MANIFESTS / "quickstart.yaml")
+    assert main(["--controller", api.address, "apply", "-f", quickstart]) == 1
+    assert capsys.readouterr().err == f"error: {read_only}\n"
 
 
 def test_located_diagnostics_print_as_they_are() -> None:

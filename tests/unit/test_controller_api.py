@@ -29,8 +29,14 @@ class Aborted(Exception):
 class Context:
     """What the handlers use of a grpc.aio.ServicerContext."""
 
+    def __init__(self) -> None:
+        self.trailers: tuple[tuple[str, str], ...] = ()
+
     def time_remaining(self) -> float:
         return 10.0
+
+    def set_trailing_metadata(self, trailers: tuple[tuple[str, str], ...]) -> None:
+        self.trailers = trailers
 
     async def abort(self, code: grpc.StatusCode, message: str) -> None:
         raise Aborted(code, message)

@@ -206,13 +206,14 @@ def test_a_store_from_a_newer_edgefleet_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
     with SqliteStore.open(path) as store:
         store.set_setting("k", "v")
+    newer = SCHEMA_VERSION + 1
     conn = sqlite3.connect(path)
-    conn.execute("PRAGMA user_version = 7")
+    conn.execute(f"PRAGMA user_version = {newer}")
     conn.close()
     expected = (
         f"the store at {path} was written by a newer EdgeFleet "
-        f"\\(schema 7, this one knows {SCHEMA_VERSION}\\); upgrade edgectl"
+        f"\\(schema {newer}, this one knows {SCHEMA_VERSION}\\); upgrade edgectl"
     )
     with pytest.raises(StoreError, match=expected):
         SqliteStore.open(path)
-    assert user_version(path) == 7  # never downgraded
+    assert user_version(path) == newer  # never downgraded

@@ -28,6 +28,7 @@ from edgefleet_common.pki import (
     node_csr,
     node_id_of,
 )
+from edgefleet_common.ports import free_port
 from node_agent import node_trust
 from orchestrator.events import EventLog
 from orchestrator.store import SqliteStore
@@ -151,7 +152,7 @@ def test_join_renew_and_every_refusal_over_tls(tmp_path: Path, store: SqliteStor
 
     def scenario() -> None:
         address = endpoint.address
-        joined = node_trust.join("edge-1", endpoint.token, address, tmp_path / "node")
+        joined = node_trust.join("edge-1", endpoint.token, [address], tmp_path / "node")
         assert node_id_of(joined.cert) == "edge-1"
         assert node_trust.load_credentials(tmp_path / "node", "edge-1") == joined
         renewed = node_trust.renew("edge-1", joined, tmp_path / "node")
@@ -159,10 +160,10 @@ def test_join_renew_and_every_refusal_over_tls(tmp_path: Path, store: SqliteStor
 
         wrong_secret = JoinToken(endpoint.token.ca_fingerprint, endpoint.token.token_id, "1" * 48)
         with pytest.raises(node_trust.JoinError, match="unknown join token"):
-            node_trust.join("edge-2", wrong_secret, address, tmp_path / "n2")
+            node_trust.join("edge-2", wrong_secret, [address], tmp_path / "n2")
         other_ca = JoinToken("0" * 64, endpoint.token.token_id, endpoint.token.secret)
         with pytest.raises(node_trust.JoinError, match="nothing was sent"):
-            node_trust.join("edge-3", other_ca, address, tmp_path / "n3")
+            node_trust.join("edge-3", other_ca, [address], tmp_path / "n3")
 
         # A renewal signed by another key than the certificate's is refused.
         stranger = new_key()
@@ -180,14 +181,50 @@ def test_join_renew_and_every_refusal_over_tls(tmp_path: Path, store: SqliteStor
 
         # Nobody takes over the id of a node that holds a valid certificate.
         with pytest.raises(node_trust.JoinError, match="already holds a valid certificate"):
-            node_trust.join("edge-1", endpoint.token, address, tmp_path / "thief")
+            node_trust.join("edge-1", endpoint.token, [address], tmp_path / "thief")
 
         store.revoke_node("edge-1", "box stolen")
         with pytest.raises(node_trust.JoinError, match="was revoked"):
             node_trust.renew("edge-1", renewed, tmp_path / "node")
         # A revoked id stays revoked, even for a holder of a valid token.
         with pytest.raises(node_trust.JoinError, match="stays revoked"):
-            node_trust.join("edge-1", endpoint.token, address, tmp_path / "node")
+            node_trust.join("edge-1", endpoint.token, [address], tmp_path / "node")
+
+    asyncio.run(endpoint.run(scenario))
+
+
+def test_a_node_joins_and_renews_through_whichever_controller_answers(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    endpoint = JoinEndpoint(tmp_path, store, timedelta(hours=1))
+    dead = f"127.0.0.1:{free_port()}"
+
+    def scenario() -> None:
+        live = endpoint.address
+        joined = node_trust.join("edge-1", endpoint.token, [dead, live], tmp_path / "node")
+        assert node_id_of(joined.cert) == "edge-1"
+        # The one that answered is tried first next time; the others are kept.
+        assert node_trust.saved_join_addresses(tmp_path / "node") == [live, dead]
+        renewed = node_trust.renew("edge-1", joined, tmp_path / "node")
+        assert renewed.cert.serial_number != joined.cert.serial_number
+        with pytest.raises(node_trust.JoinError) as refused:
+            node_trust.join(
+                "edge-2", endpoint.token, [dead, f"127.0.0.1:{free_port()}"], tmp_path / "n2"
+            )
+        assert dead in str(refused.value)
+
+    asyncio.run(endpoint.run(scenario))
+
+
+def test_an_old_single_address_file_still_renews(tmp_path: Path, store: SqliteStore) -> None:
+    endpoint = JoinEndpoint(tmp_path, store, timedelta(hours=1))
+
+    def scenario() -> None:
+        joined = node_trust.join("edge-1", endpoint.token, [endpoint.address], tmp_path / "node")
+        saved = node_trust.pki_dir(tmp_path / "node") / "controller-address"
+        saved.write_text(endpoint.address)  # as written before a node knew several
+        assert node_trust.saved_join_addresses(tmp_path / "node") == [endpoint.address]
+        assert node_trust.renew("edge-1", joined, tmp_path / "node").cert is not None
 
     asyncio.run(endpoint.run(scenario))
 

@@ -342,7 +342,7 @@ class Event(_message.Message):
     def __init__(self, id: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., severity: _Optional[_Union[Event.Severity, str]] = ..., reason: _Optional[str] = ..., object: _Optional[str] = ..., node_id: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("controller_id", "version", "deployments", "nodes", "agents", "models", "events", "gateway_url", "routes_generation")
+    __slots__ = ("controller_id", "version", "deployments", "nodes", "agents", "models", "events", "gateway_url", "routes_generation", "control_plane")
     CONTROLLER_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -352,6 +352,7 @@ class ClusterStatus(_message.Message):
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     GATEWAY_URL_FIELD_NUMBER: _ClassVar[int]
     ROUTES_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_PLANE_FIELD_NUMBER: _ClassVar[int]
     controller_id: str
     version: str
     deployments: _containers.RepeatedCompositeFieldContainer[DeploymentView]
@@ -361,7 +362,38 @@ class ClusterStatus(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[Event]
     gateway_url: str
     routes_generation: int
-    def __init__(self, controller_id: _Optional[str] = ..., version: _Optional[str] = ..., deployments: _Optional[_Iterable[_Union[DeploymentView, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeView, _Mapping]]] = ..., agents: _Optional[_Iterable[_Union[AgentView, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelView, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., gateway_url: _Optional[str] = ..., routes_generation: _Optional[int] = ...) -> None: ...
+    control_plane: ControlPlane
+    def __init__(self, controller_id: _Optional[str] = ..., version: _Optional[str] = ..., deployments: _Optional[_Iterable[_Union[DeploymentView, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeView, _Mapping]]] = ..., agents: _Optional[_Iterable[_Union[AgentView, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelView, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., gateway_url: _Optional[str] = ..., routes_generation: _Optional[int] = ..., control_plane: _Optional[_Union[ControlPlane, _Mapping]] = ...) -> None: ...
+
+class ControllerMember(_message.Message):
+    __slots__ = ("controller_id", "address", "role")
+    CONTROLLER_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    controller_id: str
+    address: str
+    role: str
+    def __init__(self, controller_id: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
+
+class ControlPlane(_message.Message):
+    __slots__ = ("role", "term", "leader_id", "leader_address", "store_kind", "writable", "store_detail", "controllers")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ID_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STORE_KIND_FIELD_NUMBER: _ClassVar[int]
+    WRITABLE_FIELD_NUMBER: _ClassVar[int]
+    STORE_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLERS_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    term: int
+    leader_id: str
+    leader_address: str
+    store_kind: str
+    writable: bool
+    store_detail: str
+    controllers: _containers.RepeatedCompositeFieldContainer[ControllerMember]
+    def __init__(self, role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[str] = ..., leader_address: _Optional[str] = ..., store_kind: _Optional[str] = ..., writable: _Optional[bool] = ..., store_detail: _Optional[str] = ..., controllers: _Optional[_Iterable[_Union[ControllerMember, _Mapping]]] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ()
@@ -582,3 +614,63 @@ class ListEndpointsResponse(_message.Message):
     endpoints: _containers.RepeatedCompositeFieldContainer[Endpoint]
     routes_generation: int
     def __init__(self, endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., routes_generation: _Optional[int] = ...) -> None: ...
+
+class CreateAdminRequest(_message.Message):
+    __slots__ = ("name", "csr_pem", "lifetime_days")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    LIFETIME_DAYS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    csr_pem: str
+    lifetime_days: int
+    def __init__(self, name: _Optional[str] = ..., csr_pem: _Optional[str] = ..., lifetime_days: _Optional[int] = ...) -> None: ...
+
+class CreateAdminResponse(_message.Message):
+    __slots__ = ("certificate_pem", "ca_pem", "cluster", "controllers", "admin")
+    CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    CA_PEM_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLERS_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_FIELD_NUMBER: _ClassVar[int]
+    certificate_pem: str
+    ca_pem: str
+    cluster: str
+    controllers: _containers.RepeatedScalarFieldContainer[str]
+    admin: AdminCertificate
+    def __init__(self, certificate_pem: _Optional[str] = ..., ca_pem: _Optional[str] = ..., cluster: _Optional[str] = ..., controllers: _Optional[_Iterable[str]] = ..., admin: _Optional[_Union[AdminCertificate, _Mapping]] = ...) -> None: ...
+
+class RevokeAdminRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RevokeAdminResponse(_message.Message):
+    __slots__ = ("revoked",)
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    revoked: int
+    def __init__(self, revoked: _Optional[int] = ...) -> None: ...
+
+class ListAdminsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AdminCertificate(_message.Message):
+    __slots__ = ("name", "serial", "issued_at", "expires_at", "revoked_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    serial: str
+    issued_at: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    revoked_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., serial: _Optional[str] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListAdminsResponse(_message.Message):
+    __slots__ = ("admins",)
+    ADMINS_FIELD_NUMBER: _ClassVar[int]
+    admins: _containers.RepeatedCompositeFieldContainer[AdminCertificate]
+    def __init__(self, admins: _Optional[_Iterable[_Union[AdminCertificate, _Mapping]]] = ...) -> None: ...

@@ -135,6 +135,21 @@ class ControllerServiceStub:
                 request_serializer=edgefleet_dot_v1_dot_controller__pb2.ListEndpointsRequest.SerializeToString,
                 response_deserializer=edgefleet_dot_v1_dot_controller__pb2.ListEndpointsResponse.FromString,
                 _registered_method=True)
+        self.CreateAdmin = channel.unary_unary(
+                '/edgefleet.v1.ControllerService/CreateAdmin',
+                request_serializer=edgefleet_dot_v1_dot_controller__pb2.CreateAdminRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_controller__pb2.CreateAdminResponse.FromString,
+                _registered_method=True)
+        self.RevokeAdmin = channel.unary_unary(
+                '/edgefleet.v1.ControllerService/RevokeAdmin',
+                request_serializer=edgefleet_dot_v1_dot_controller__pb2.RevokeAdminRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_controller__pb2.RevokeAdminResponse.FromString,
+                _registered_method=True)
+        self.ListAdmins = channel.unary_unary(
+                '/edgefleet.v1.ControllerService/ListAdmins',
+                request_serializer=edgefleet_dot_v1_dot_controller__pb2.ListAdminsRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_controller__pb2.ListAdminsResponse.FromString,
+                _registered_method=True)
 
 
 class ControllerServiceServicer:
@@ -287,6 +302,28 @@ class ControllerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateAdmin(self, request, context):
+        """Admin client certificates for the controller API off loopback. CreateAdmin
+        signs the request's key (made on the operator's machine; it never travels)
+        as admin NAME; RevokeAdmin revokes every certificate of NAME (refused from
+        then on by every controller); ListAdmins lists the issued ones.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeAdmin(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAdmins(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControllerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -389,6 +426,21 @@ def add_ControllerServiceServicer_to_server(servicer, server):
                     servicer.ListEndpoints,
                     request_deserializer=edgefleet_dot_v1_dot_controller__pb2.ListEndpointsRequest.FromString,
                     response_serializer=edgefleet_dot_v1_dot_controller__pb2.ListEndpointsResponse.SerializeToString,
+            ),
+            'CreateAdmin': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAdmin,
+                    request_deserializer=edgefleet_dot_v1_dot_controller__pb2.CreateAdminRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_controller__pb2.CreateAdminResponse.SerializeToString,
+            ),
+            'RevokeAdmin': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeAdmin,
+                    request_deserializer=edgefleet_dot_v1_dot_controller__pb2.RevokeAdminRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_controller__pb2.RevokeAdminResponse.SerializeToString,
+            ),
+            'ListAdmins': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAdmins,
+                    request_deserializer=edgefleet_dot_v1_dot_controller__pb2.ListAdminsRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_controller__pb2.ListAdminsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -931,6 +983,87 @@ class ControllerService:
             '/edgefleet.v1.ControllerService/ListEndpoints',
             edgefleet_dot_v1_dot_controller__pb2.ListEndpointsRequest.SerializeToString,
             edgefleet_dot_v1_dot_controller__pb2.ListEndpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAdmin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.ControllerService/CreateAdmin',
+            edgefleet_dot_v1_dot_controller__pb2.CreateAdminRequest.SerializeToString,
+            edgefleet_dot_v1_dot_controller__pb2.CreateAdminResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeAdmin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.ControllerService/RevokeAdmin',
+            edgefleet_dot_v1_dot_controller__pb2.RevokeAdminRequest.SerializeToString,
+            edgefleet_dot_v1_dot_controller__pb2.RevokeAdminResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAdmins(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.ControllerService/ListAdmins',
+            edgefleet_dot_v1_dot_controller__pb2.ListAdminsRequest.SerializeToString,
+            edgefleet_dot_v1_dot_controller__pb2.ListAdminsResponse.FromString,
             options,
             channel_credentials,
             insecure,

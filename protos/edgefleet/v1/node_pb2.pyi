@@ -26,7 +26,7 @@ class RuntimeInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., available: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "version", "cluster", "capacity", "runtimes", "cached_models", "generation", "started_at", "controller_id", "labels", "gateway_url")
+    __slots__ = ("node_id", "version", "cluster", "capacity", "runtimes", "cached_models", "generation", "started_at", "controller_id", "labels", "gateway_url", "leader_term")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class NodeInfo(_message.Message):
     CONTROLLER_ID_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     GATEWAY_URL_FIELD_NUMBER: _ClassVar[int]
+    LEADER_TERM_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     version: str
     cluster: str
@@ -56,7 +57,8 @@ class NodeInfo(_message.Message):
     controller_id: str
     labels: _containers.ScalarMap[str, str]
     gateway_url: str
-    def __init__(self, node_id: _Optional[str] = ..., version: _Optional[str] = ..., cluster: _Optional[str] = ..., capacity: _Optional[_Union[_common_pb2.Capacity, _Mapping]] = ..., runtimes: _Optional[_Iterable[_Union[RuntimeInfo, _Mapping]]] = ..., cached_models: _Optional[_Iterable[str]] = ..., generation: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., controller_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., gateway_url: _Optional[str] = ...) -> None: ...
+    leader_term: int
+    def __init__(self, node_id: _Optional[str] = ..., version: _Optional[str] = ..., cluster: _Optional[str] = ..., capacity: _Optional[_Union[_common_pb2.Capacity, _Mapping]] = ..., runtimes: _Optional[_Iterable[_Union[RuntimeInfo, _Mapping]]] = ..., cached_models: _Optional[_Iterable[str]] = ..., generation: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., controller_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., gateway_url: _Optional[str] = ..., leader_term: _Optional[int] = ...) -> None: ...
 
 class NodeDesiredState(_message.Message):
     __slots__ = ("models", "agents", "limits")
@@ -69,14 +71,16 @@ class NodeDesiredState(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[_common_pb2.ModelSpec, _Mapping]]] = ..., agents: _Optional[_Iterable[_Union[_common_pb2.AgentSpec, _Mapping]]] = ..., limits: _Optional[_Union[_common_pb2.ResourceLimits, _Mapping]] = ...) -> None: ...
 
 class ApplyStateRequest(_message.Message):
-    __slots__ = ("generation", "controller_id", "state")
+    __slots__ = ("generation", "controller_id", "state", "leader_term")
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     CONTROLLER_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    LEADER_TERM_FIELD_NUMBER: _ClassVar[int]
     generation: int
     controller_id: str
     state: NodeDesiredState
-    def __init__(self, generation: _Optional[int] = ..., controller_id: _Optional[str] = ..., state: _Optional[_Union[NodeDesiredState, _Mapping]] = ...) -> None: ...
+    leader_term: int
+    def __init__(self, generation: _Optional[int] = ..., controller_id: _Optional[str] = ..., state: _Optional[_Union[NodeDesiredState, _Mapping]] = ..., leader_term: _Optional[int] = ...) -> None: ...
 
 class ItemResult(_message.Message):
     __slots__ = ("kind", "name", "action", "message")
@@ -121,13 +125,15 @@ class ApplyStateResponse(_message.Message):
     def __init__(self, generation: _Optional[int] = ..., results: _Optional[_Iterable[_Union[ItemResult, _Mapping]]] = ...) -> None: ...
 
 class WatchStatusRequest(_message.Message):
-    __slots__ = ("controller_id",)
+    __slots__ = ("controller_id", "leader_term")
     CONTROLLER_ID_FIELD_NUMBER: _ClassVar[int]
+    LEADER_TERM_FIELD_NUMBER: _ClassVar[int]
     controller_id: str
-    def __init__(self, controller_id: _Optional[str] = ...) -> None: ...
+    leader_term: int
+    def __init__(self, controller_id: _Optional[str] = ..., leader_term: _Optional[int] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("node_id", "generation", "seq", "sent_at", "heartbeat", "models", "agents", "load", "capacity", "heartbeat_interval_s", "routes_generation")
+    __slots__ = ("node_id", "generation", "seq", "sent_at", "heartbeat", "models", "agents", "load", "capacity", "heartbeat_interval_s", "routes_generation", "leader_term", "refused_pushes")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +145,8 @@ class NodeStatus(_message.Message):
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     ROUTES_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    LEADER_TERM_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_PUSHES_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     generation: int
     seq: int
@@ -150,7 +158,9 @@ class NodeStatus(_message.Message):
     capacity: _common_pb2.Capacity
     heartbeat_interval_s: float
     routes_generation: int
-    def __init__(self, node_id: _Optional[str] = ..., generation: _Optional[int] = ..., seq: _Optional[int] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heartbeat: _Optional[bool] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelStatus, _Mapping]]] = ..., agents: _Optional[_Iterable[_Union[_common_pb2.AgentStatus, _Mapping]]] = ..., load: _Optional[_Union[_common_pb2.NodeLoad, _Mapping]] = ..., capacity: _Optional[_Union[_common_pb2.Capacity, _Mapping]] = ..., heartbeat_interval_s: _Optional[float] = ..., routes_generation: _Optional[int] = ...) -> None: ...
+    leader_term: int
+    refused_pushes: int
+    def __init__(self, node_id: _Optional[str] = ..., generation: _Optional[int] = ..., seq: _Optional[int] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heartbeat: _Optional[bool] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelStatus, _Mapping]]] = ..., agents: _Optional[_Iterable[_Union[_common_pb2.AgentStatus, _Mapping]]] = ..., load: _Optional[_Union[_common_pb2.NodeLoad, _Mapping]] = ..., capacity: _Optional[_Union[_common_pb2.Capacity, _Mapping]] = ..., heartbeat_interval_s: _Optional[float] = ..., routes_generation: _Optional[int] = ..., leader_term: _Optional[int] = ..., refused_pushes: _Optional[int] = ...) -> None: ...
 
 class InvokeAgentRequest(_message.Message):
     __slots__ = ("agent", "messages", "options", "request_id", "generation")
@@ -349,10 +359,12 @@ class RoutingTable(_message.Message):
     def __init__(self, generation: _Optional[int] = ..., controller_id: _Optional[str] = ..., deployments: _Optional[_Iterable[_Union[DeploymentRoutes, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[TargetRoutes, _Mapping]]] = ..., api_key_digests: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ApplyRoutesRequest(_message.Message):
-    __slots__ = ("table",)
+    __slots__ = ("table", "leader_term")
     TABLE_FIELD_NUMBER: _ClassVar[int]
+    LEADER_TERM_FIELD_NUMBER: _ClassVar[int]
     table: RoutingTable
-    def __init__(self, table: _Optional[_Union[RoutingTable, _Mapping]] = ...) -> None: ...
+    leader_term: int
+    def __init__(self, table: _Optional[_Union[RoutingTable, _Mapping]] = ..., leader_term: _Optional[int] = ...) -> None: ...
 
 class ApplyRoutesResponse(_message.Message):
     __slots__ = ("generation",)
