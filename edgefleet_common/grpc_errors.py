@@ -66,7 +66,10 @@ class ErrorMapping:
         known = self._classify(error)
         if known is not None:
             code, message = known
-            context.set_trailing_metadata(((ANSWERED_KEY, "1"),))
+            # Contexts of in-process calls (a node's own stub) have no trailers.
+            mark = getattr(context, "set_trailing_metadata", None)
+            if mark is not None:
+                mark(((ANSWERED_KEY, "1"),))
             await context.abort(code, bounded(message))
         self._log.exception("unexpected error in an API call", exc_info=error)
         message = f"unexpected error {self._where}: {error!r}"

@@ -93,9 +93,17 @@ UNREACHABLE = frozenset(
 """Codes that mean "this member could not serve it now": try the next one."""
 
 
+TIMED_OUT_WORDS = ("context deadline exceeded", "request timed out", "leader changed")
+"""How a member that cannot reach a quorum says so when it answers UNKNOWN (etcd 3.4 lets
+its own deadline through with that code): the cluster, not the request, is the problem."""
+
+
 def unreachable(error: grpc.RpcError) -> bool:
     """Whether a failed call should be tried on another member."""
-    return error.code() in UNREACHABLE
+    if error.code() in UNREACHABLE:
+        return True
+    details = (error.details() or "").lower()
+    return error.code() == grpc.StatusCode.UNKNOWN and any(w in details for w in TIMED_OUT_WORDS)
 
 
 def failure_detail(error: grpc.RpcError) -> str:

@@ -116,6 +116,7 @@ async def node_state_is_intact(daemon: NodeProcess, api: node.NodeApi) -> None:
             fresh = node_pb2.ApplyStateRequest(
                 generation=api.generation + 1,
                 controller_id="after-fuzz",
+                leader_term=node.LEADER_TERM,
                 state=node_pb2.NodeDesiredState(
                     models=[common_pb2.ModelSpec(alias="after-fuzz")],
                     agents=[common_pb2.AgentSpec(name="after", model="after-fuzz")],
@@ -127,7 +128,9 @@ async def node_state_is_intact(daemon: NodeProcess, api: node.NodeApi) -> None:
             load = stub.LoadModel(node_pb2.LoadModelRequest(alias="after-fuzz"), timeout=10)
             states = [p.state async for p in load]
             assert states[-1:] == [FAILED], states
-        stale = node_pb2.ApplyStateRequest(generation=1, state=node_pb2.NodeDesiredState())
+        stale = node_pb2.ApplyStateRequest(
+            generation=1, leader_term=node.LEADER_TERM, state=node_pb2.NodeDesiredState()
+        )
         if api.generation > 1:
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await stub.ApplyState(stale, timeout=5)
@@ -143,10 +146,16 @@ async def routes_are_intact(stub: node_pb2_grpc.NodeServiceStub, api: node.NodeA
     watch.cancel()
     assert status.routes_generation == api.routes_generation
     if api.routes is not None:
-        again = await stub.ApplyRoutes(api.routes, timeout=10)
+        # At the highest term: a term raised by a hostile request since must not refuse it.
+        replay = node_pb2.ApplyRoutesRequest()
+        replay.CopyFrom(api.routes)
+        replay.leader_term = node.LEADER_TERM
+        again = await stub.ApplyRoutes(replay, timeout=10)
         assert again.generation == api.routes_generation
     if api.routes_generation > 1:
-        older = node_pb2.ApplyRoutesRequest(table=node_pb2.RoutingTable(generation=1))
+        older = node_pb2.ApplyRoutesRequest(
+            table=node_pb2.RoutingTable(generation=1), leader_term=node.LEADER_TERM
+        )
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.ApplyRoutes(older, timeout=5)
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -57,6 +57,16 @@ def _no_runtime(text: str) -> str:
     return "" if text in RUNTIME_NAMES else text
 
 
+LEADER_TERM = U64[-1]
+"""The term valid requests carry: the highest there is, so that no term a hostile request
+raised the node to keeps the fuzzer's own pushes out."""
+
+
+def _term(hostile: Hostile) -> int:
+    """Mostly the fuzzer's own term; sometimes a lower one, which the node must refuse."""
+    return LEADER_TERM if hostile.rng.random() < 0.9 else hostile.rng.choice([0, 1, 2**32])
+
+
 def _no_file(text: str) -> str:
     try:
         exists = os.path.exists(os.path.expanduser(text))
@@ -98,11 +108,13 @@ class NodeApi:
             return node_pb2.ApplyStateRequest(
                 generation=min(self.generation + 1, U64[-1]),
                 controller_id="fuzz",
+                leader_term=LEADER_TERM,
                 state=node_pb2.NodeDesiredState(models=models, agents=agents),
             )
         if method == "ApplyRoutes":
             return node_pb2.ApplyRoutesRequest(
-                table=self._table(min(self.routes_generation + 1, U64[-1]))
+                table=self._table(min(self.routes_generation + 1, U64[-1])),
+                leader_term=LEADER_TERM,
             )
         if method in ("InvokeAgent", "InvokeAgentUnary"):
             return node_pb2.InvokeAgentRequest(
@@ -157,6 +169,7 @@ class NodeApi:
         request = node_pb2.ApplyStateRequest(
             generation=self._generation(hostile, progress),
             controller_id=_maybe(hostile, "fuzz", 0.2),
+            leader_term=_term(hostile),
             state=node_pb2.NodeDesiredState(models=models, agents=agents, limits=limits),
         )
         if rng.random() < 0.05:
@@ -229,7 +242,7 @@ class NodeApi:
             table.api_key_digests.extend(hostile.text() for _ in range(rng.choice([1, 2, 50])))
         if rng.random() < 0.05:
             return node_pb2.ApplyRoutesRequest()  # no table at all
-        return node_pb2.ApplyRoutesRequest(table=table)
+        return node_pb2.ApplyRoutesRequest(table=table, leader_term=_term(hostile))
 
     def _model(self, hostile: Hostile, alias: str) -> common_pb2.ModelSpec:
         rng = hostile.rng
