@@ -119,6 +119,13 @@ def desired_from_proto(request: node_pb2.ApplyStateRequest) -> NodeDesired:
                 "tasks": tuple(m.tasks),
                 "parallel": m.parallel,
                 "context": m.context,
+                "sha256": m.sha256,
+                "size_bytes": m.size_bytes,
+                "peers": [
+                    {"node_id": p.node_id, "address": p.address, "complete": p.complete}
+                    for p in m.peers
+                ],
+                "token_env": m.token_env,
             }
             for m in state.models
         ],
@@ -142,6 +149,8 @@ def desired_from_proto(request: node_pb2.ApplyStateRequest) -> NodeDesired:
             or _DEFAULT_LIMITS.max_queue_per_agent,
             "auto_unload_idle_models": limits.auto_unload_idle_models,
             "idle_timeout_s": limits.idle_timeout_s or _DEFAULT_LIMITS.idle_timeout_s,
+            "max_disk_bytes": limits.max_disk_bytes,
+            "max_download_rate_bps": limits.max_download_rate_bps,
         },
     }
     try:
@@ -167,6 +176,15 @@ def desired_to_proto(desired: NodeDesired) -> node_pb2.ApplyStateRequest:
                     tasks=list(m.tasks),
                     parallel=m.parallel,
                     context=m.context,
+                    sha256=m.sha256,
+                    size_bytes=m.size_bytes,
+                    peers=[
+                        common_pb2.BlobPeer(
+                            node_id=p.node_id, address=p.address, complete=p.complete
+                        )
+                        for p in m.peers
+                    ],
+                    token_env=m.token_env,
                 )
                 for m in desired.models
             ],
@@ -191,6 +209,8 @@ def desired_to_proto(desired: NodeDesired) -> node_pb2.ApplyStateRequest:
                 model_cache_bytes=limits.model_cache_bytes,
                 auto_unload_idle_models=limits.auto_unload_idle_models,
                 idle_timeout_s=limits.idle_timeout_s,
+                max_disk_bytes=limits.max_disk_bytes,
+                max_download_rate_bps=limits.max_download_rate_bps,
             ),
         ),
     )

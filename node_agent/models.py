@@ -15,8 +15,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
 
 import psutil
 
@@ -24,46 +22,22 @@ from edgefleet_contract.desired import ModelWant, NodeLimits
 from node_agent.catalog import Catalog
 from node_agent.errors import ModelLoadError, NodeError, NotFound, RuntimeUnavailable, UnknownModel
 from node_agent.metrics import NodeMetrics
+from node_agent.model_fetch import ModelFetcher, PinnedMismatch
 from node_agent.model_retirement import Retirements
+from node_agent.model_slot import ModelSlot, ModelState
 from node_agent.runtime_pool import RuntimeFactory, RuntimePool
 from node_agent.runtimes.base import (
     LoadedState,
     LoadProgress,
     ModelEndpoint,
-    ModelSource,
     Runtime,
 )
 
+__all__ = ["RETRY_DELAYS", "ModelManager", "ModelSlot", "ModelState"]
+
 log = logging.getLogger(__name__)
 
-ModelState = Literal["pending", "loading", "ready", "unloading", "failed"]
 RETRY_DELAYS = (2.0, 5.0, 15.0, 30.0, 60.0)
-
-
-@dataclass(slots=True)
-class ModelSlot:
-    """One wanted model and what is known about it right now."""
-
-    want: ModelWant
-    state: ModelState = "pending"
-    reason: str = ""
-    runtime: str = ""
-    source: ModelSource | None = None
-    memory_bytes: int = 0
-    progress: float = 0.0
-    last_used: float = field(default_factory=time.monotonic)
-    in_use: int = 0
-    failures: int = 0
-    counted: bool = False
-    """Its memory counts against the budget: admitted to load, loaded, or restarting."""
-    task: asyncio.Task[None] | None = None
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def expected_bytes(self) -> int:
-        """Memory it takes: measured once loaded, else what the manifest or catalog says."""
-        if self.memory_bytes:
-            return self.memory_bytes
-        return self.source.memory_bytes if self.source else self.want.memory_bytes
 
 
 class ModelManager:
@@ -75,8 +49,11 @@ class ModelManager:
         runtime_factory: RuntimeFactory,
         metrics: NodeMetrics,
         on_change: Callable[[], None],
+        fetcher: ModelFetcher | None = None,
     ) -> None:
+        """`fetcher`: makes remote sources local files (None: only local sources load)."""
         self._catalog = catalog
+        self._fetcher = fetcher
         self._runtimes = RuntimePool(runtime_factory, self._runtime_event)
         self._metrics = metrics
         self._on_change = on_change
@@ -109,7 +86,8 @@ class ModelManager:
                 self._slots[alias] = returning
                 self._unstarted.add(alias)  # loads again if its unload had begun
             slot = self._slots.get(alias)
-            if slot is not None and slot.want == want:
+            if slot is not None and slot.want.same_model(want):
+                slot.want = want  # new peers to fetch from, the model as it is
                 continue
             if slot is not None:  # source or runtime changed: reload
                 await self._remove(alias)
@@ -299,14 +277,19 @@ class ModelManager:
         slot.state, slot.reason, slot.progress = "loading", "", 0.0
         self._changed()
         started = time.monotonic()
+        say = lambda text: self._progress(slot, LoadProgress(text))  # noqa: E731
         try:
+            if self._fetcher is not None:
+                source = slot.source = await self._fetcher.prepare(
+                    slot.want, source, slot.delivery, say
+                )
             runtime = await self._runtimes.get(source.runtime)
             await self._make_room(slot)
             loaded = await runtime.load(source, lambda p: self._progress(slot, p))
         except asyncio.CancelledError:
             raise
         except (NodeError, OSError) as exc:
-            self._fail(slot, str(exc), retry=not isinstance(exc, UnknownModel))
+            self._fail(slot, str(exc), retry=not isinstance(exc, UnknownModel | PinnedMismatch))
             return
         except Exception as exc:  # a runtime bug must not kill the node
             log.exception("unexpected error loading a model", extra={"model": alias})
@@ -337,6 +320,7 @@ class ModelManager:
     def _fail(self, slot: ModelSlot, reason: str, *, retry: bool = False) -> None:
         slot.state, slot.reason, slot.task = "failed", reason, None
         slot.counted = False
+        self._release(slot)
         slot.ready.clear()
         slot.failures += 1
         log.warning("model failed", extra={"model": slot.want.alias, "reason": reason})
@@ -377,6 +361,11 @@ class ModelManager:
             log.warning("unload failed", extra={"model": slot.want.alias, "error": str(exc)})
         slot.state, slot.memory_bytes, slot.progress = "pending", 0, 0.0
         slot.counted = False
+        self._release(slot)
+
+    def _release(self, slot: ModelSlot) -> None:
+        if self._fetcher is not None:
+            self._fetcher.release(slot.delivery)
 
     # -- memory ----------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from edgefleet_contract.wire import MODEL_STATES, desired_from_proto, item_resul
 from node_agent.agent_wire import messages_from_proto, tool_event
 from node_agent.agents.run_events import RunFinished, TextDelta
 from node_agent.agents.run_options import RunOptions
+from node_agent.blob_service import BlobUnavailable, fetch_blob
 from node_agent.daemon import Node
 from node_agent.errors import (
     InvalidRequest,
@@ -52,6 +53,7 @@ _STATUS: Mapping[type[NodeError], grpc.StatusCode] = {
     NodeStopping: grpc.StatusCode.UNAVAILABLE,
     ModelLoadError: grpc.StatusCode.UNAVAILABLE,
     ToolNotAllowed: grpc.StatusCode.PERMISSION_DENIED,
+    BlobUnavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
 
@@ -235,6 +237,13 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             if not unloading.done():
                 unloading.cancel()
         await unloading
+
+    @streaming
+    async def FetchBlob(
+        self, request: node_pb2.FetchBlobRequest, context: Ctx
+    ) -> AsyncIterator[node_pb2.BlobChunk]:
+        async for chunk in fetch_blob(self.node, request):
+            yield chunk
 
     def _check_running(self) -> None:
         # Streams that follow the node end when it stops, so that a clean shutdown waits

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from edgefleet_contract.desired import NodeDesired
 from orchestrator.manifest.desired import DesiredState
 from orchestrator.scheduler import schedule
-from orchestrator.scheduler.model import NodeView, PlanStep, Schedule
+from orchestrator.scheduler.model import KnownBlob, NodeView, PlanStep, Schedule
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +86,12 @@ def decide(
     reports: Mapping[str, NodeReport],
     *,
     local_node: str,
+    known: Mapping[str, KnownBlob] | None = None,
 ) -> Decision:
-    """One pass's decision; `reports` holds every node that has reported, by id."""
-    result = schedule(deployments, views, stored.assignment, local_node=local_node)
+    """One pass's decision; `reports` holds every node that has reported, by id; `known`
+    the blobs learned per remote source (their hash and size go into the models that
+    have no pin)."""
+    result = schedule(deployments, views, stored.assignment, local_node=local_node, known=known)
     wanted = dict(result.assignment)
     for node, report in sorted(reports.items()):
         # A node that runs work nobody assigned it (a stray, or one left over from
@@ -109,6 +112,21 @@ def decide(
         generation_floor=max(ahead.values(), default=0),
         steps=tuple(step for step in result.plan.steps if step.node in renewed),
     )
+
+
+def needs_push(current: NodeDesired | None, wanted: NodeDesired, *, downloading: bool) -> bool:
+    """Whether a node's link must be handed `wanted` (its state with peers filled in).
+
+    Another generation or content always; other peers only while the node is still
+    downloading a blob (a node that has its blobs has no use for them).
+    """
+    if current is None or current.generation != wanted.generation:
+        return True
+    if current.controller_id != wanted.controller_id:
+        return True
+    if current.content_key() != wanted.content_key():
+        return True
+    return downloading and current != wanted
 
 
 def _ahead(

@@ -17,12 +17,21 @@ import logging
 from collections.abc import Callable, Sequence
 
 from edgefleet_contract.desired import NodeDesired
+from orchestrator.blob_peers import plan_peers, with_peers
+from orchestrator.blob_records import BlobRecords
 from orchestrator.events import EventLog
 from orchestrator.fleet.fleet import Fleet
 from orchestrator.manifest.desired import CoordinationSpec, DesiredState
-from orchestrator.reconcile_decision import Decision, NodeReport, Stored, decide, stamped
+from orchestrator.reconcile_decision import (
+    Decision,
+    NodeReport,
+    Stored,
+    decide,
+    needs_push,
+    stamped,
+)
 from orchestrator.scheduler import schedule
-from orchestrator.scheduler.model import PlanStep, Schedule
+from orchestrator.scheduler.model import KnownBlob, PlanStep, Schedule
 from orchestrator.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -62,6 +71,8 @@ class Reconciler:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._parsed: dict[str, DesiredState] = {}
+        self.blob_records = BlobRecords(store)
+        """The hash and size learned per remote model source."""
         self.assignment: dict[str, NodeDesired] = self._load_assignment()
         self._saved_content = {node: d.content_key() for node, d in self.assignment.items()}
         """Each node's assignment as stored, without its generation (what passes compare)."""
@@ -94,14 +105,37 @@ class Reconciler:
     def preview(self, deployments: Sequence[DesiredState]) -> Schedule:
         """What a pass would decide if `deployments` were the current ones (no side effects)."""
         return schedule(
-            deployments, self._fleet.scheduler_views(), self.assignment, local_node=self._local_node
+            deployments,
+            self._fleet.scheduler_views(),
+            self.assignment,
+            local_node=self._local_node,
+            known=self._known(deployments),
         )
+
+    def _known(self, deployments: Sequence[DesiredState]) -> dict[str, KnownBlob]:
+        """What the fleet learned of the blobs behind the deployments' remote sources."""
+        return self.blob_records.lookup(
+            {m.source for d in deployments for m in d.models if m.source}
+        )
+
+    def _learn_blobs(self, deployments: Sequence[DesiredState]) -> None:
+        """Record the hashes nodes report for sources without one; tell disagreements."""
+        pins = {m.source: m.sha256 for d in deployments for m in d.models if m.source and m.sha256}
+        for found in self.blob_records.learn(self._fleet.blob_reports(), pins):
+            self._events.record(
+                "warning",
+                "BlobMismatch",
+                f"node/{found.node}",
+                found.message(),
+                node_id=found.node,
+            )
 
     def reload_assignment(self) -> None:
         """Take the assignment from the store again: another controller (the leader)
         wrote it, or this one is about to lead and must start from what was decided."""
         self.assignment = self._load_assignment()
         self._saved_content = {node: d.content_key() for node, d in self.assignment.items()}
+        self.blob_records.forget()
 
     def _load_assignment(self) -> dict[str, NodeDesired]:
         return {
@@ -156,6 +190,7 @@ class Reconciler:
         deployments = self.deployments()
         self.failure_timeout_s = self._failure_timeout(deployments)
         await self._add_manifest_nodes(deployments)
+        self._learn_blobs(deployments)
         stored = Stored(self.assignment, self._saved_content)
         decision = decide(
             deployments,
@@ -163,6 +198,7 @@ class Reconciler:
             stored,
             self._reports(),
             local_node=self._local_node,
+            known=self._known(deployments),
         )
         self._carry_out(decision, stored)
         return decision.schedule
@@ -193,10 +229,25 @@ class Reconciler:
                 if step.node in generations:
                     self._record_step(step)
         self.last_schedule = decision.schedule
+        self._push()
+
+    def _push(self) -> None:
+        """Hand every link its node's state, with the peers to fetch model blobs from.
+
+        Peers are not part of what is stored or numbered: a node learns them with the
+        next state it is sent, or at once while it is still downloading.
+        """
+        sources = self._fleet.peer_nodes()
+        peers = plan_peers(self.assignment, sources)
         for node, desired in self.assignment.items():
             node_link = self._fleet.get(node)
-            if node_link is not None and node_link.desired != desired:
-                node_link.want(desired)
+            if node_link is None:
+                continue
+            wanted = with_peers(desired, peers.get(node, {}))
+            source = sources.get(node)
+            downloading = source is not None and bool(source.fetching)
+            if needs_push(node_link.desired, wanted, downloading=downloading):
+                node_link.want(wanted)
 
     async def _add_manifest_nodes(self, deployments: Sequence[DesiredState]) -> None:
         for deployment in deployments:

@@ -19,7 +19,7 @@ from orchestrator.fleet.health import node_state
 from orchestrator.fleet.node_link import NodeLink
 from orchestrator.fleet.replica_directory import candidates
 from orchestrator.manifest.desired import DesiredState
-from orchestrator.scheduler.model import Plan, Unplaced
+from orchestrator.scheduler.model import Plan, Unplaced, size_text
 from orchestrator.store import NodeMarkRow, Revision
 
 NODE_STATES: Mapping[str, common_pb2.NodeState] = {
@@ -83,6 +83,9 @@ def node_view(
         view.capacity.CopyFrom(status.capacity)
         view.load.CopyFrom(status.load)
         view.models.extend(status.models)
+        for model in view.models:
+            if model.HasField("download"):
+                model.reason = download_text(model.download)
         view.agents.extend(status.agents)
         view.routes_generation = status.routes_generation
         view.routes_reported = True
@@ -220,6 +223,9 @@ def model_views(
             else:
                 replica.state, replica.reason = found.state, found.reason
                 replica.progress = found.progress
+                if found.HasField("download"):
+                    replica.reason = download_text(found.download)
+                    replica.progress = _fraction(found.download)
                 replica.memory_bytes = found.memory_bytes
                 replica.runtime = found.runtime
             _copy_replica_stats(replica, replica_stats(alias, node))
@@ -235,6 +241,42 @@ def model_views(
             )
         )
     return views
+
+
+BAR_CELLS = 10
+
+
+def download_text(progress: common_pb2.DownloadProgress) -> str:
+    """`downloading ████▌░░░░░ 45% 61.0 MiB/135.2 MiB from peer n2, 3.1 MiB/s, 40 s left`."""
+    done, total = progress.bytes_done, progress.bytes_total
+    if total:
+        fraction = _fraction(progress)
+        filled = round(fraction * BAR_CELLS)
+        bar = "█" * filled + "░" * (BAR_CELLS - filled)
+        text = f"downloading {bar} {fraction:.0%} {size_text(done)}/{size_text(total)}"
+    else:
+        text = f"downloading {size_text(done)}"
+    if progress.source:
+        text += f" from {progress.source}"
+    if progress.rate_bps > 0:
+        text += f", {size_text(int(progress.rate_bps))}/s"
+    if progress.eta_s > 0:
+        text += f", {_duration(progress.eta_s)} left"
+    return text
+
+
+def _fraction(progress: common_pb2.DownloadProgress) -> float:
+    if not progress.bytes_total:
+        return 0.0
+    return min(progress.bytes_done / progress.bytes_total, 1.0)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def revision_view(revision: Revision, *, with_manifest: bool = False) -> controller_pb2.Revision:
@@ -258,7 +300,9 @@ def plan_view(plan: Plan) -> controller_pb2.Plan:
                 action=_ACTIONS[s.action],
                 node_id=s.node,
                 name=s.name,
-                reason=s.reason,
+                reason=f"{s.reason}; {s.fetch}"
+                if s.fetch and s.reason
+                else str(s.fetch or s.reason),
                 deployment=s.deployment,
             )
             for s in plan.steps

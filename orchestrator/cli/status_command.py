@@ -10,7 +10,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from edgefleet.v1 import controller_pb2
+from edgefleet.v1 import common_pb2, controller_pb2
 from orchestrator.cli.client import add_controller_option, connect
 from orchestrator.cli.console import Consoles
 from orchestrator.cli.output import (
@@ -54,10 +54,7 @@ def _node_rows(status: controller_pb2.ClusterStatus, now: float) -> Table:
             a.name if agent_state(a.state) == "ready" else f"{a.name} ({agent_state(a.state)})"
             for a in node.agents
         ]
-        models = [
-            m.alias if model_state(m.state) == "ready" else f"{m.alias} ({model_state(m.state)})"
-            for m in node.models
-        ]
+        models = [_model_text(m) for m in node.models]
         table.add_row(
             node.id,
             state,
@@ -67,6 +64,17 @@ def _node_rows(status: controller_pb2.ClusterStatus, now: float) -> Table:
             node_memory(node),
         )
     return table
+
+
+def _model_text(model: common_pb2.ModelStatus) -> str:
+    """`phi`, `phi (loading)`, `phi (downloading 45%)`."""
+    state = model_state(model.state)
+    if state == "ready":
+        return model.alias
+    if model.HasField("download"):
+        done, total = model.download.bytes_done, model.download.bytes_total
+        state = f"downloading {done / total:.0%}" if total else "downloading"
+    return f"{model.alias} ({state})"
 
 
 def _deployment_rows(status: controller_pb2.ClusterStatus, now: float) -> Table:

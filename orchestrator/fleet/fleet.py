@@ -10,11 +10,14 @@ import time
 from collections.abc import Callable, Mapping
 
 from edgefleet.v1 import common_pb2
+from orchestrator.blob_peers import PeerNode, blob_key
+from orchestrator.blob_records import BlobReport
 from orchestrator.events import EventLog
 from orchestrator.fleet.health import Health, node_state
 from orchestrator.fleet.marks import NodeMarks
 from orchestrator.fleet.node_link import ChannelFactory, NodeLink, sole_leader_term
 from orchestrator.fleet.status_events import is_empty, status_events
+from orchestrator.scheduler.fleet_view import SITE_LABEL
 from orchestrator.scheduler.model import NodeState, NodeView
 from orchestrator.store import Mark, NodeMarkRow, StateStore
 
@@ -282,6 +285,29 @@ class Fleet:
         ]
         return views
 
+    def peer_nodes(self) -> dict[str, PeerNode]:
+        """Every known node as a source of model blobs for the others, by id."""
+        return {link.node_id: _peer_node(link) for link in self.links()}
+
+    def blob_reports(self) -> list[BlobReport]:
+        """What the trusted nodes report of the blobs behind the models they were given."""
+        return [report for link in self.links() for report in _blob_reports(link)]
+
+
+def _blob_reports(link: NodeLink) -> list[BlobReport]:
+    """The hashes a trusted node reports for the models of its current desired state."""
+    status, desired = link.status, link.desired
+    if not _trusted(link) or status is None or desired is None:
+        return []
+    if status.generation != desired.generation:
+        return []  # its models may come from another state's sources
+    sources = {want.alias: want.source for want in desired.models}
+    return [
+        BlobReport(link.node_id, sources[m.alias], m.sha256, m.size_bytes)
+        for m in status.models
+        if m.sha256 and m.alias in sources
+    ]
+
 
 def _may_move(link: NodeLink, discovered_by: str) -> bool:
     # A static address (operator's word) is not overridden by what mDNS proposes.
@@ -308,4 +334,34 @@ def _view(link: NodeLink, state: NodeState, *, cordoned: bool) -> NodeView:
         ready_agents=frozenset(
             a.name for a in status.agents if current and a.state == common_pb2.AGENT_STATE_READY
         ),
+        blobs=frozenset(b.sha256 for b in status.blobs if b.complete and b.sha256),
+    )
+
+
+def _trusted(link: NodeLink) -> bool:
+    return link.status is not None and not link.distrust and not link.revoked
+
+
+def _peer_node(link: NodeLink) -> PeerNode:
+    """A node as a source of blobs: what it holds whole and what it is fetching."""
+    complete: set[str] = set()
+    fetching: set[str] = set()
+    status = link.status
+    if status is not None:
+        for blob in status.blobs:
+            if blob.sha256:
+                (complete if blob.complete else fetching).add(blob.sha256)
+        # A blob not pinned yet is named by its source while it downloads.
+        downloading = {m.alias for m in status.models if m.HasField("download")}
+        for want in link.desired.models if link.desired is not None else ():
+            key = blob_key(want)
+            if key is not None and want.alias in downloading:
+                fetching.add(key)
+    return PeerNode(
+        id=link.node_id,
+        address=link.address,
+        site=link.labels.get(SITE_LABEL, ""),
+        usable=link.health == "ready" and _trusted(link),
+        complete=frozenset(complete),
+        fetching=frozenset(fetching),
     )

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from importlib.metadata import entry_points
 
-from edgefleet_contract.units import parse_duration, parse_percent
+from edgefleet_contract.desired import UINT64_MAX
+from edgefleet_contract.model_source import SOURCE_FORMS, looks_like_url, parse_model_source
+from edgefleet_contract.units import parse_duration, parse_percent, parse_size
 from orchestrator.manifest.diagnostics import Diagnostic, DocPath
 from orchestrator.manifest.document import (
     AgentDecl,
@@ -55,6 +57,7 @@ def check(
     _unique(found, [a.name for a in deployment.agents], ("agents",), "name", "agent name")
     _model_roles(found, deployment.models)
     _llamacpp_settings(found, deployment.models)
+    _model_sources(found, deployment.models)
     for i, agent in enumerate(deployment.agents):
         _agent_tools(found, agent, (*D, "agents", i), known_tools)
     _resources(found, deployment.resources, (*D, "resources"))
@@ -96,8 +99,9 @@ def _model_roles(found: _Findings, models: Sequence[ModelDecl]) -> None:
             )
 
 
-LLAMACPP_ONLY = ("parallel", "context")
-"""Model settings only llama.cpp's server takes; other runtimes size themselves."""
+LLAMACPP_ONLY = ("parallel", "context", "sha256")
+"""Model settings only llama.cpp takes; other runtimes size themselves and fetch their own
+models."""
 
 
 def _llamacpp_settings(found: _Findings, models: Sequence[ModelDecl]) -> None:
@@ -115,6 +119,26 @@ def _llamacpp_settings(found: _Findings, models: Sequence[ModelDecl]) -> None:
                     hint=f"remove `{key}`, or use runtime: llama.cpp",
                     key=True,
                 )
+
+
+def _model_sources(found: _Findings, models: Sequence[ModelDecl]) -> None:
+    # Other runtimes name models their own way (an Ollama tag has a colon, a served model
+    # name anything): a source is read as llama.cpp's only when it must be one, or when it
+    # is written as a URL, which only llama.cpp downloads.
+    for i, model in enumerate(models):
+        source = model.source
+        if source is None or not (
+            model.runtime == "llama.cpp" or (model.runtime is None and looks_like_url(source))
+        ):
+            continue
+        try:
+            parse_model_source(source)
+        except ValueError as exc:
+            found.error(
+                (*D, "models", i, "source"),
+                str(exc).removesuffix(f"; write {SOURCE_FORMS}"),
+                hint=f"write {SOURCE_FORMS}",
+            )
 
 
 def _agent_tools(
@@ -146,6 +170,14 @@ def _resources(found: _Findings, resources: Resources | None, path: DocPath) -> 
             parse_percent(memory)
         except ValueError as exc:
             found.error((*path, "max_memory_usage"), str(exc))
+    for key in ("max_disk_usage", "max_download_rate"):
+        size = getattr(resources, key)
+        if size is not None and parse_size(size) > UINT64_MAX:
+            found.error(
+                (*path, key),
+                f"`{size}` is more than a node can be given ({UINT64_MAX} bytes)",
+                hint="write a smaller size, or leave it out for no limit",
+            )
 
 
 def _undeclared_model(

@@ -39,6 +39,8 @@ class ModelSpec(_Frozen):
     """llama.cpp slots; None: the node's catalog decides."""
     context: int | None = None
     """llama.cpp context tokens per slot; None: the node's catalog decides."""
+    sha256: str | None = None
+    """llama.cpp: the SHA-256 the GGUF must have; None: learned on the first download."""
 
 
 class AgentSpec(_Frozen):
@@ -65,6 +67,10 @@ class ResourceLimits(_Frozen):
     model_cache_bytes: int | None = None
     auto_unload_idle_models: bool = False
     idle_timeout_s: float = 600.0
+    max_disk_bytes: int | None = None
+    """Disk for the node's model blobs; None: unlimited."""
+    max_download_rate_bps: int | None = None
+    """Bytes per second the node downloads models at; None: unlimited."""
 
 
 class NodeSpec(_Frozen):

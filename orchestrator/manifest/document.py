@@ -23,6 +23,7 @@ from orchestrator.manifest.fields import (
     LoadBalancing,
     Name,
     PositiveInt,
+    Sha256,
     Size,
     SizeOrPercent,
     Url,
@@ -52,7 +53,16 @@ class ModelDecl(_Strict):
         None, description="Where the model runs. Omitted: the node's catalog decides."
     )
     source: str | None = Field(
-        None, description="GGUF path, Ollama tag, Foundry Local alias, Hugging Face id or URL."
+        None,
+        description="Where the model comes from. llama.cpp: a GGUF path, pkg:DISTRIBUTION, "
+        "https://HOST/PATH/x.gguf, http://HOST/PATH/x.gguf (a LAN mirror) or "
+        "hf://ORG/REPO/FILE.gguf[@REVISION]; other runtimes: their own names "
+        "(Ollama tag, Foundry Local alias, served model name).",
+    )
+    sha256: Sha256 | None = Field(
+        None,
+        description="llama.cpp: SHA-256 the GGUF must have; a file that differs is refused. "
+        "Omitted: learned on the first download, and later downloads must match it.",
     )
     quantization: str | None = Field(None, description="Quantization, e.g. Q4_K_M (informative).")
     memory: Size | None = Field(None, description="Memory the model needs once loaded.")
@@ -102,6 +112,16 @@ class Resources(_Strict):
         None, description="Unload a model nothing has used for `idle_timeout`."
     )
     idle_timeout: Duration | None = Field(None, description="Idle time before unloading (10m).")
+    max_disk_usage: Size | None = Field(
+        None,
+        description="Disk the node's model blobs may use; unused ones are removed least "
+        "recently used first. Omitted or 0: no limit.",
+    )
+    max_download_rate: Size | None = Field(
+        None,
+        description="Bytes per second a node downloads models at, e.g. 2MiB. "
+        "Omitted or 0: no limit.",
+    )
 
 
 class Coordination(_Strict):

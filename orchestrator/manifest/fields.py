@@ -15,6 +15,7 @@ from pydantic import PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from edgefleet_contract.desired import UINT32_MAX
+from edgefleet_contract.model_source import SHA256_PATTERN
 from edgefleet_contract.units import DURATION_PATTERN, PERCENT_PATTERN, SIZE_PATTERN
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
@@ -165,6 +166,13 @@ EnvName = Annotated[
         ENV_NAME_PATTERN,
         "The name of an environment variable (the secret itself never goes in a manifest).",
     ),
+]
+Sha256 = Annotated[
+    str,
+    PlainValidator(
+        _matching(SHA256_PATTERN, "a SHA-256 digest (64 lowercase hex digits, as sha256sum prints)")
+    ),
+    _string_schema(SHA256_PATTERN, "A SHA-256 digest: 64 lowercase hex digits."),
 ]
 PositiveInt = Annotated[
     int, PlainValidator(_positive_integer), WithJsonSchema({"type": "integer", "minimum": 1})

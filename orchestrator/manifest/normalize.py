@@ -152,6 +152,7 @@ def _model(decl: ModelDecl) -> ModelSpec:
         memory_bytes=parse_size(decl.memory) if decl.memory is not None else None,
         parallel=decl.parallel,
         context=decl.context,
+        sha256=decl.sha256,
     )
 
 
@@ -168,6 +169,10 @@ def _agent(decl: AgentDecl, model: str, pinned: tuple[str, ...], replicas: int) 
     )
 
 
+def _optional_size(value: str | int | None) -> int | None:
+    return parse_size(value) if value is not None else None
+
+
 def _limits(resources: Resources | None) -> ResourceLimits:
     if resources is None:
         return ResourceLimits()
@@ -179,15 +184,13 @@ def _limits(resources: Resources | None) -> ResourceLimits:
         max_memory_fraction=parse_percent(str(memory)) if is_share else None,
         max_concurrent_agents=resources.max_concurrent_agents,
         max_queue_per_agent=resources.max_queue_per_agent or defaults.max_queue_per_agent,
-        model_cache_bytes=(
-            parse_size(resources.model_cache_size)
-            if resources.model_cache_size is not None
-            else None
-        ),
+        model_cache_bytes=_optional_size(resources.model_cache_size),
         auto_unload_idle_models=bool(resources.auto_unload_idle_models),
         idle_timeout_s=(
             parse_duration(resources.idle_timeout)
             if resources.idle_timeout is not None
             else defaults.idle_timeout_s
         ),
+        max_disk_bytes=_optional_size(resources.max_disk_usage),
+        max_download_rate_bps=_optional_size(resources.max_download_rate),
     )

@@ -10,6 +10,8 @@ from orchestrator.scheduler.conflicts import check_conflicts
 from orchestrator.scheduler.diff import Reasons, Why, plan_diff
 from orchestrator.scheduler.model import (
     Assignment,
+    Fetch,
+    KnownBlob,
     NodeState,
     NodeView,
     Plan,
@@ -23,6 +25,8 @@ from orchestrator.scheduler.placement import schedule
 
 __all__ = [
     "Assignment",
+    "Fetch",
+    "KnownBlob",
     "NodeState",
     "NodeView",
     "Plan",

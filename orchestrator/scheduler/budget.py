@@ -32,6 +32,8 @@ def combine_limits(resources: Sequence[ResourceLimits]) -> NodeLimits:
         max_queue_per_agent=min(r.max_queue_per_agent for r in resources),
         auto_unload_idle_models=bool(unloading),
         idle_timeout_s=min(r.idle_timeout_s for r in (unloading or resources)),
+        max_disk_bytes=smallest([r.max_disk_bytes for r in resources]),
+        max_download_rate_bps=smallest([r.max_download_rate_bps for r in resources]),
     )
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from edgefleet_contract.units import format_size
 from orchestrator.manifest.desired import DesiredState, ModelSpec
 
-_COMPARED = ("runtime", "source", "memory_bytes", "parallel", "context")
+_COMPARED = ("runtime", "source", "memory_bytes", "parallel", "context", "sha256")
 """What makes two declarations of one alias different models (a node runs one server per
 model, so its slots too). A detail only one of them sets is not a conflict: the other
 leaves it to the node's catalog."""
@@ -94,6 +94,7 @@ def _describe(model: ModelSpec, fields: Sequence[str]) -> str:
         "memory_bytes": "memory",
         "parallel": "parallel",
         "context": "context",
+        "sha256": "sha256",
     }
     parts = []
     for field in fields:

@@ -32,6 +32,8 @@ _MODEL_FIELDS = (
     "tasks",
     "parallel",
     "context",
+    "sha256",
+    "size_bytes",
 )
 _AGENT_FIELDS = ("model", "instructions", "tools", "tool_config", "tasks")
 
@@ -88,7 +90,7 @@ def plan_diff(
         for alias, model in new_models.items():
             if alias not in old_models:
                 found.append(("load-model", "model", alias, _needed_by(alias, cur)))
-            elif old_models[alias] != model:
+            elif not old_models[alias].same_model(model):
                 changed = _changed(old_models[alias], model, _MODEL_FIELDS)
                 found.append(("load-model", "model", alias, f"changed: {changed} (reload)"))
         for name, agent in new_agents.items():

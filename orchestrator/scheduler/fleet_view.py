@@ -1,4 +1,5 @@
-"""The nodes as one schedule reads them: state, cordon, memory, what each reports ready.
+"""The nodes as one schedule reads them: state, cordon, memory, what each reports ready
+and which model blobs each holds.
 
 The rules that depend on a node alone live here: whether a workload's replica there
 moves elsewhere, whether the node takes new replicas, and which of a workload's
@@ -25,6 +26,8 @@ SERVING: frozenset[Status] = frozenset({"ready", "suspect"})
 """States whose replicas count as serving."""
 KEEPS: frozenset[Status] = frozenset({"ready", "suspect", "absent"})
 """States whose replicas stay where they are, whatever the failover mode."""
+SITE_LABEL = "site"
+"""The node label that names where a node is: nodes of one site share a LAN."""
 
 
 class FleetView:
@@ -36,6 +39,12 @@ class FleetView:
             if view.id in self.views:
                 raise ValueError(f"node `{view.id}` appears twice in the node list")
             self.views[view.id] = view
+        self._holders: dict[str, dict[str, list[str]]] = {}
+        """Blob -> site -> the nodes there that hold it whole."""
+        for view in self.views.values():
+            for blob in view.blobs:
+                sites = self._holders.setdefault(blob, {})
+                sites.setdefault(view.labels.get(SITE_LABEL, ""), []).append(view.id)
 
     def state(self, node: str) -> Status:
         """The node's state (`absent` when not reported)."""
@@ -60,6 +69,24 @@ class FleetView:
         """Whether the node reports the model ready."""
         view = self.views.get(node)
         return view is not None and alias in view.ready_models
+
+    def holds_blob(self, node: str, sha256: str) -> bool:
+        """Whether the node holds the blob whole (False for an unknown blob: "")."""
+        view = self.views.get(node)
+        return bool(sha256) and view is not None and sha256 in view.blobs
+
+    def near_holder(self, node: str, sha256: str) -> bool:
+        """Whether another node of the node's site (its `site` label; nodes without one
+        count as one site) holds the blob whole: fetched over the LAN, not the uplink."""
+        if not sha256:
+            return False
+        holders = self._holders.get(sha256, {}).get(self.site(node), ())
+        return any(holder != node for holder in holders)
+
+    def site(self, node: str) -> str:
+        """The node's `site` label ("" when it has none or is not reported)."""
+        view = self.views.get(node)
+        return view.labels.get(SITE_LABEL, "") if view is not None else ""
 
     def reports_ready(self, node: str, workload: Workload) -> bool:
         """Whether the node reports the workload (agent or model) ready."""

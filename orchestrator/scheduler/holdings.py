@@ -14,6 +14,8 @@ from orchestrator.scheduler.placing import Placing
 from orchestrator.scheduler.workloads import Catalog, Workload
 
 EMPTY = NodeDesired()
+Score = tuple[bool, bool, bool, bool, float, int, str]
+"""How good a node is for a new replica: smallest first, ending with the node id."""
 
 
 class Holdings:
@@ -28,6 +30,8 @@ class Holdings:
             for node in nodes
         }
         self.ledger = Ledger(budgets, {a: m.memory_bytes for a, m in catalog.models.items()})
+        self.blobs = {a: m.sha256 for a, m in catalog.models.items() if m.sha256}
+        """Each model's blob, where known."""
         self.agent_count: dict[str, int] = {}
         self.added: dict[StepKey, Why] = {}
         self.removed: dict[StepKey, Why] = {}
@@ -71,13 +75,17 @@ class Holdings:
         w = p.workload
         self.removed.setdefault((node, w.kind, w.name), Why(w.deployment, reason))
 
-    def score(self, w: Workload, node: str) -> tuple[bool, bool, float, int, str]:
+    def score(self, w: Workload, node: str) -> Score:
         """Best node for a new replica first: model ready there, model assigned there,
-        most free memory, fewest agents, then node id."""
+        its blob held there, its blob held in the node's site, most free memory, fewest
+        agents, then node id."""
         free = self.ledger.free(node)
+        blob = self.blobs.get(w.model, "")
         return (
             not self.fleet.has_ready_model(node, w.model),
             not self.ledger.holds(node, w.model),
+            not self.fleet.holds_blob(node, blob),
+            not self.fleet.near_holder(node, blob),
             -math.inf if free is None else -free,
             self.agent_count.get(node, 0),
             node,

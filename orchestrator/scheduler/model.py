@@ -39,6 +39,18 @@ class NodeView:
     cordoned: bool = False
     """No new replica goes there, neither spread nor pinned; what runs there stays (unless
     the node is `draining`, which moves it)."""
+    blobs: frozenset[str] = frozenset()
+    """SHA-256 of the model blobs the node holds whole (used to prefer nodes that need not
+    download a model, and to tell what each node must fetch)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KnownBlob:
+    """What the fleet has learned about the blob of a model source."""
+
+    sha256: str
+    size: int = 0
+    """Bytes; 0: unknown."""
 
 
 Assignment = Mapping[str, NodeDesired]
@@ -56,6 +68,29 @@ class PlanStep:
     """Model alias or agent name."""
     deployment: str
     reason: str
+    fetch: Fetch | None = None
+    """For `load-model`: the blob the node must download first (None: it needs none)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """A model blob a node must download before it can load the model."""
+
+    size: int
+    """Bytes; 0: not known yet (the blob was never downloaded by the fleet)."""
+
+    def __str__(self) -> str:
+        return f"fetch {size_text(self.size)}" if self.size else "fetch (size unknown)"
+
+
+def size_text(count: int) -> str:
+    """Bytes for people, as plans and progress say them: `135.2 MiB`, `512 B`."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True, slots=True)

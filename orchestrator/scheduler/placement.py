@@ -15,9 +15,10 @@ from orchestrator.errors import PlacementError
 from orchestrator.manifest.desired import LOCAL_NODE, DesiredState
 from orchestrator.scheduler.conflicts import check_conflicts
 from orchestrator.scheduler.diff import Reasons, StepKey, Why, plan_diff
+from orchestrator.scheduler.fetches import with_fetches
 from orchestrator.scheduler.fleet_view import FleetView
 from orchestrator.scheduler.holdings import EMPTY
-from orchestrator.scheduler.model import Assignment, NodeView, Plan, Schedule
+from orchestrator.scheduler.model import Assignment, KnownBlob, NodeView, Plan, Schedule
 from orchestrator.scheduler.stages import Pass
 from orchestrator.scheduler.workloads import Catalog, build_catalog
 
@@ -31,6 +32,7 @@ def schedule(
     *,
     local_node: str = LOCAL_NODE,
     retired: Sequence[DesiredState] = (),
+    known: Mapping[str, KnownBlob] | None = None,
 ) -> Schedule:
     """The assignment every node should run, and the plan from `previous` to it.
 
@@ -38,12 +40,15 @@ def schedule(
     deleted) place nothing; they only name the deployment of what the plan removes.
     A cordoned node (`NodeView.cordoned`) gets no new replica; a draining one also
     sees its replicas replaced elsewhere, each kept until its replacement is ready.
-    Raises `PlacementError` when the deployments conflict (see `check_conflicts`).
+    `known` is what the fleet learned of remote sources' blobs: models without a pinned
+    hash get the learned one (and its size), and each `load-model` step says what its
+    node must fetch. Raises `PlacementError` when the deployments conflict (see
+    `check_conflicts`).
     """
     problems = check_conflicts(deployments)
     if problems:
         raise PlacementError("; ".join(problems))
-    catalog = build_catalog(deployments, local_node, retired)
+    catalog = build_catalog(deployments, local_node, retired, known)
     fleet = FleetView(nodes)
     added: dict[StepKey, Why] = {}
     removed: dict[StepKey, Why] = {}
@@ -70,6 +75,7 @@ def schedule(
     retired_names = {d.name for d in retired}
     _explain_removals(catalog, retired_names, previous, assignment, removed)
     steps = plan_diff(previous, assignment, reasons=Reasons(added, removed), owners=catalog.owners)
+    steps = with_fetches(steps, assignment, fleet)
     return Schedule(assignment=assignment, plan=Plan(steps=steps, unplaced=unplaced))
 
 

@@ -22,7 +22,7 @@ from typing import Literal
 
 from edgefleet_contract.desired import NodeDesired, NodeLimits
 from orchestrator.scheduler.fleet_view import KEEPS, FleetView
-from orchestrator.scheduler.holdings import EMPTY, Holdings
+from orchestrator.scheduler.holdings import EMPTY, Holdings, Score
 from orchestrator.scheduler.model import Assignment, Unplaced
 from orchestrator.scheduler.placing import Placing
 from orchestrator.scheduler.shortfall import unplaced
@@ -196,7 +196,7 @@ class Pass:
         if w.fixed or need <= 0:
             return
         taken = {*p.kept, *p.handover, *p.leaving}
-        fitting: list[tuple[bool, bool, float, int, str]] = []
+        fitting: list[Score] = []
         refused: list[str] = []
         for node in w.candidates:
             if node not in taken and fleet.open_to_new(node):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from edgefleet_contract.desired import AgentWant, ModelWant, NodeLimits
+from edgefleet_contract.model_source import is_remote
 from orchestrator.manifest.desired import (
     AgentSpec,
     DesiredState,
@@ -21,6 +22,7 @@ from orchestrator.manifest.desired import (
     ResourceLimits,
 )
 from orchestrator.scheduler.budget import combine_limits
+from orchestrator.scheduler.model import KnownBlob
 
 Kind = Literal["agent", "model"]
 
@@ -72,11 +74,15 @@ class Catalog:
 
 
 def build_catalog(
-    deployments: Sequence[DesiredState], local_node: str, retired: Sequence[DesiredState] = ()
+    deployments: Sequence[DesiredState],
+    local_node: str,
+    retired: Sequence[DesiredState] = (),
+    known: Mapping[str, KnownBlob] | None = None,
 ) -> Catalog:
     """The workloads, model and agent specs, owners and node limits of `deployments`.
 
     `retired` deployments place nothing; they only name the owner of what is removed.
+    `known` holds what the fleet learned of each remote source's blob (see `with_known`).
     """
     ordered = sorted(deployments, key=lambda d: d.name)
     workloads: list[Workload] = []
@@ -99,7 +105,7 @@ def build_catalog(
             owners.setdefault(("agent", agent.name), deployment.name)
     return Catalog(
         workloads=tuple(sorted(workloads, key=lambda w: w.order)),
-        models=_model_wants(ordered),
+        models={a: with_known(m, known or {}) for a, m in _model_wants(ordered).items()},
         agents={a.name: _agent_want(a) for d in ordered for a in d.agents},
         owners=owners,
         limits={node: combine_limits(found) for node, found in sorted(resources.items())},
@@ -170,8 +176,21 @@ def _model_wants(deployments: Sequence[DesiredState]) -> dict[str, ModelWant]:
             tasks=tuple(tasks),
             parallel=next((s.parallel for s in found if s.parallel), 0),
             context=next((s.context for s in found if s.context), 0),
+            sha256=next((s.sha256 for s in found if s.sha256), ""),
         )
     return wants
+
+
+def with_known(want: ModelWant, known: Mapping[str, KnownBlob]) -> ModelWant:
+    """The want with the hash and size the fleet learned for its remote source.
+
+    A hash the manifest pins is never replaced; the learned size completes it only when
+    the learned hash is the pinned one.
+    """
+    blob = known.get(want.source) if is_remote(want.source) else None
+    if blob is None or (want.sha256 and want.sha256 != blob.sha256):
+        return want
+    return want.model_copy(update={"sha256": blob.sha256, "size_bytes": blob.size})
 
 
 def _agent_want(agent: AgentSpec) -> AgentWant:

@@ -86,6 +86,7 @@ def test_the_node_api_answers_malformed_requests_cleanly(
     catalog.write_text(
         'models:\n  smollm2-135m: {runtime: openai, source: none, url: "http://127.0.0.1:9/v1"}\n'
     )
+    node.hold_blob(tmp_path / "node")  # FetchBlob has one blob to serve
     with start_node(unique_id("fuzz"), tmp_path / "node", catalog=catalog) as daemon:
         api = node.NodeApi()
         # The node's own channel: as the controller talks to it (mutual TLS where it has a
@@ -103,6 +104,8 @@ async def node_state_is_intact(daemon: NodeProcess, api: node.NodeApi) -> None:
         stub = node_pb2_grpc.NodeServiceStub(channel)
         info = await stub.GetInfo(node_pb2.GetInfoRequest(), timeout=5)
         assert info.generation == api.generation, daemon.log()
+        blob = stub.FetchBlob(node_pb2.FetchBlobRequest(sha256=node.BLOB_SHA256), timeout=10)
+        assert b"".join([chunk.data async for chunk in blob]) == node.BLOB, daemon.log()
         if api.accepted is not None:
             assert info.controller_id == api.accepted.controller_id
             again = await stub.ApplyState(api.accepted, timeout=10)  # idempotent

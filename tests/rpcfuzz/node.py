@@ -7,13 +7,16 @@ path for llama.cpp) is never a file that exists.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from google.protobuf.message import Message
 
 from edgefleet.v1 import common_pb2, node_pb2
+from node_agent.blobs import BlobStore
 from node_agent.runtimes.base import RUNTIME_NAMES
 from tests.rpcfuzz.runner import DEFAULT_ALLOWED, Outcome, Policy
 from tests.rpcfuzz.values import U64, Hostile
@@ -46,7 +49,22 @@ _ALLOWED = {
     "ProxyModel": {_C.NOT_FOUND, _C.FAILED_PRECONDITION, _C.UNAVAILABLE},
     "LoadModel": {_C.OK, _C.NOT_FOUND},
     "UnloadModel": {_C.OK, _C.NOT_FOUND, _C.UNAVAILABLE},
+    # UNAVAILABLE: a blob the desired state wants whose download has not started.
+    "FetchBlob": {_C.OK, _C.NOT_FOUND, _C.UNAVAILABLE},
 }
+
+BLOB = bytes(range(256)) * 1500
+"""The one model blob the fuzzed node holds (more than one 256 KiB chunk)."""
+BLOB_SHA256 = hashlib.sha256(BLOB).hexdigest()
+SOURCES = ("https://models.invalid/m.gguf", "hf://org/repo/m.gguf", "pkg:llm-none")
+"""Sources a FetchBlob may name (no node fetches them)."""
+
+
+def hold_blob(data_dir: Path) -> None:
+    """Put BLOB into the blob store in a node's data folder (before the node starts)."""
+    partial = BlobStore(data_dir / "blobs").partial(BLOB_SHA256)
+    partial.append(BLOB)
+    partial.finish(BLOB_SHA256)
 
 
 def _maybe(hostile: Hostile, valid: str, share: float = 0.15) -> str:
@@ -130,6 +148,11 @@ class NodeApi:
             return node_pb2.LoadModelRequest(alias=rng.choice(MODELS))
         if method == "WatchStatus":
             return node_pb2.WatchStatusRequest(controller_id="fuzz")
+        if method == "FetchBlob":
+            return node_pb2.FetchBlobRequest(
+                sha256=rng.choice([BLOB_SHA256, BLOB_SHA256, "0" * 64]),
+                offset=rng.choice([0, 1, len(BLOB) // 2, len(BLOB)]),
+            )
         return node_pb2.GetInfoRequest()
 
     def structured(self, method: str, hostile: Hostile, progress: float) -> Message | None:
@@ -149,7 +172,20 @@ class NodeApi:
             )
         if method in ("LoadModel", "UnloadModel"):
             return node_pb2.LoadModelRequest(alias=_maybe(hostile, hostile.rng.choice(MODELS), 0.4))
+        if method == "FetchBlob":
+            return self._fetch_blob(hostile)
         return None
+
+    def _fetch_blob(self, hostile: Hostile) -> node_pb2.FetchBlobRequest:
+        """A held, unknown or malformed hash, a source or none, any offset."""
+        rng = hostile.rng
+        sha256 = rng.choice([BLOB_SHA256, BLOB_SHA256.upper(), BLOB_SHA256[:-1], "", "f" * 64])
+        size = len(BLOB)
+        return node_pb2.FetchBlobRequest(
+            sha256=_maybe(hostile, sha256, 0.2),
+            source=_maybe(hostile, rng.choice(["", "", *SOURCES]), 0.2),
+            offset=rng.choice([0, size - 1, size, size + 1, *U64]),
+        )
 
     def _apply(self, hostile: Hostile, progress: float) -> node_pb2.ApplyStateRequest:
         rng = hostile.rng

@@ -29,7 +29,7 @@ from tests.cluster_pki import controller_identity
 
 SERVICE = "/edgefleet.v1.NodeService/"
 METHODS = [m.name for m in node_pb2.DESCRIPTOR.services_by_name["NodeService"].methods]
-REQUESTS = {"InvokeAgent", "InvokeAgentUnary", "ProxyModel"}
+REQUESTS = {"InvokeAgent", "InvokeAgentUnary", "ProxyModel", "FetchBlob"}
 
 
 def node_cert(node_id: str) -> bytes:

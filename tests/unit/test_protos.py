@@ -99,9 +99,11 @@ def test_services_offer_the_documented_rpcs() -> None:
         "ProxyModel",
         "LoadModel",
         "UnloadModel",
+        "FetchBlob",
     }
     assert node.methods_by_name["WatchStatus"].server_streaming
     assert node.methods_by_name["InvokeAgent"].server_streaming
+    assert node.methods_by_name["FetchBlob"].server_streaming
     controller = controller_pb2.DESCRIPTOR.services_by_name["ControllerService"]
     assert {
         "Apply",

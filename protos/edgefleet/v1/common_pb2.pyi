@@ -108,7 +108,7 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
-    __slots__ = ("alias", "runtime", "source", "quantization", "memory_bytes", "tasks", "parallel", "context")
+    __slots__ = ("alias", "runtime", "source", "quantization", "memory_bytes", "tasks", "parallel", "context", "sha256", "size_bytes", "peers", "token_env")
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +117,10 @@ class ModelSpec(_message.Message):
     TASKS_FIELD_NUMBER: _ClassVar[int]
     PARALLEL_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ENV_FIELD_NUMBER: _ClassVar[int]
     alias: str
     runtime: str
     source: str
@@ -125,7 +129,21 @@ class ModelSpec(_message.Message):
     tasks: _containers.RepeatedScalarFieldContainer[str]
     parallel: int
     context: int
-    def __init__(self, alias: _Optional[str] = ..., runtime: _Optional[str] = ..., source: _Optional[str] = ..., quantization: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., tasks: _Optional[_Iterable[str]] = ..., parallel: _Optional[int] = ..., context: _Optional[int] = ...) -> None: ...
+    sha256: str
+    size_bytes: int
+    peers: _containers.RepeatedCompositeFieldContainer[BlobPeer]
+    token_env: str
+    def __init__(self, alias: _Optional[str] = ..., runtime: _Optional[str] = ..., source: _Optional[str] = ..., quantization: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., tasks: _Optional[_Iterable[str]] = ..., parallel: _Optional[int] = ..., context: _Optional[int] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[BlobPeer, _Mapping]]] = ..., token_env: _Optional[str] = ...) -> None: ...
+
+class BlobPeer(_message.Message):
+    __slots__ = ("node_id", "address", "complete")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    address: str
+    complete: bool
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., complete: _Optional[bool] = ...) -> None: ...
 
 class AgentSpec(_message.Message):
     __slots__ = ("name", "model", "tools", "instructions", "tasks", "tool_config_json")
@@ -144,7 +162,7 @@ class AgentSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., tools: _Optional[_Iterable[str]] = ..., instructions: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., tool_config_json: _Optional[str] = ...) -> None: ...
 
 class ResourceLimits(_message.Message):
-    __slots__ = ("max_memory_bytes", "max_memory_fraction", "max_concurrent_agents", "max_queue_per_agent", "model_cache_bytes", "auto_unload_idle_models", "idle_timeout_s")
+    __slots__ = ("max_memory_bytes", "max_memory_fraction", "max_concurrent_agents", "max_queue_per_agent", "model_cache_bytes", "auto_unload_idle_models", "idle_timeout_s", "max_disk_bytes", "max_download_rate_bps")
     MAX_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_MEMORY_FRACTION_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENT_AGENTS_FIELD_NUMBER: _ClassVar[int]
@@ -152,6 +170,8 @@ class ResourceLimits(_message.Message):
     MODEL_CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
     AUTO_UNLOAD_IDLE_MODELS_FIELD_NUMBER: _ClassVar[int]
     IDLE_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_DOWNLOAD_RATE_BPS_FIELD_NUMBER: _ClassVar[int]
     max_memory_bytes: int
     max_memory_fraction: float
     max_concurrent_agents: int
@@ -159,7 +179,9 @@ class ResourceLimits(_message.Message):
     model_cache_bytes: int
     auto_unload_idle_models: bool
     idle_timeout_s: float
-    def __init__(self, max_memory_bytes: _Optional[int] = ..., max_memory_fraction: _Optional[float] = ..., max_concurrent_agents: _Optional[int] = ..., max_queue_per_agent: _Optional[int] = ..., model_cache_bytes: _Optional[int] = ..., auto_unload_idle_models: _Optional[bool] = ..., idle_timeout_s: _Optional[float] = ...) -> None: ...
+    max_disk_bytes: int
+    max_download_rate_bps: int
+    def __init__(self, max_memory_bytes: _Optional[int] = ..., max_memory_fraction: _Optional[float] = ..., max_concurrent_agents: _Optional[int] = ..., max_queue_per_agent: _Optional[int] = ..., model_cache_bytes: _Optional[int] = ..., auto_unload_idle_models: _Optional[bool] = ..., idle_timeout_s: _Optional[float] = ..., max_disk_bytes: _Optional[int] = ..., max_download_rate_bps: _Optional[int] = ...) -> None: ...
 
 class Capacity(_message.Message):
     __slots__ = ("cpu_count", "memory_total_bytes", "memory_available_bytes", "accelerators")
@@ -174,7 +196,7 @@ class Capacity(_message.Message):
     def __init__(self, cpu_count: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., accelerators: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
-    __slots__ = ("alias", "state", "reason", "progress", "memory_bytes", "runtime", "in_flight", "queue_depth", "last_used", "capacity")
+    __slots__ = ("alias", "state", "reason", "progress", "memory_bytes", "runtime", "in_flight", "queue_depth", "last_used", "capacity", "download", "sha256", "size_bytes")
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -185,6 +207,9 @@ class ModelStatus(_message.Message):
     QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
     LAST_USED_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    DOWNLOAD_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     alias: str
     state: ModelState
     reason: str
@@ -195,7 +220,24 @@ class ModelStatus(_message.Message):
     queue_depth: int
     last_used: _timestamp_pb2.Timestamp
     capacity: RuntimeCapacity
-    def __init__(self, alias: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., reason: _Optional[str] = ..., progress: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., runtime: _Optional[str] = ..., in_flight: _Optional[int] = ..., queue_depth: _Optional[int] = ..., last_used: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., capacity: _Optional[_Union[RuntimeCapacity, _Mapping]] = ...) -> None: ...
+    download: DownloadProgress
+    sha256: str
+    size_bytes: int
+    def __init__(self, alias: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., reason: _Optional[str] = ..., progress: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., runtime: _Optional[str] = ..., in_flight: _Optional[int] = ..., queue_depth: _Optional[int] = ..., last_used: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., capacity: _Optional[_Union[RuntimeCapacity, _Mapping]] = ..., download: _Optional[_Union[DownloadProgress, _Mapping]] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class DownloadProgress(_message.Message):
+    __slots__ = ("bytes_done", "bytes_total", "rate_bps", "eta_s", "source")
+    BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    RATE_BPS_FIELD_NUMBER: _ClassVar[int]
+    ETA_S_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    bytes_done: int
+    bytes_total: int
+    rate_bps: float
+    eta_s: float
+    source: str
+    def __init__(self, bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., rate_bps: _Optional[float] = ..., eta_s: _Optional[float] = ..., source: _Optional[str] = ...) -> None: ...
 
 class RuntimeCapacity(_message.Message):
     __slots__ = ("slots_total", "slots_busy", "queued", "memory_bytes")

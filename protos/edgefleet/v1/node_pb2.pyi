@@ -133,7 +133,7 @@ class WatchStatusRequest(_message.Message):
     def __init__(self, controller_id: _Optional[str] = ..., leader_term: _Optional[int] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("node_id", "generation", "seq", "sent_at", "heartbeat", "models", "agents", "load", "capacity", "heartbeat_interval_s", "routes_generation", "leader_term", "refused_pushes")
+    __slots__ = ("node_id", "generation", "seq", "sent_at", "heartbeat", "models", "agents", "load", "capacity", "heartbeat_interval_s", "routes_generation", "leader_term", "refused_pushes", "blobs")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +147,7 @@ class NodeStatus(_message.Message):
     ROUTES_GENERATION_FIELD_NUMBER: _ClassVar[int]
     LEADER_TERM_FIELD_NUMBER: _ClassVar[int]
     REFUSED_PUSHES_FIELD_NUMBER: _ClassVar[int]
+    BLOBS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     generation: int
     seq: int
@@ -160,7 +161,44 @@ class NodeStatus(_message.Message):
     routes_generation: int
     leader_term: int
     refused_pushes: int
-    def __init__(self, node_id: _Optional[str] = ..., generation: _Optional[int] = ..., seq: _Optional[int] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heartbeat: _Optional[bool] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelStatus, _Mapping]]] = ..., agents: _Optional[_Iterable[_Union[_common_pb2.AgentStatus, _Mapping]]] = ..., load: _Optional[_Union[_common_pb2.NodeLoad, _Mapping]] = ..., capacity: _Optional[_Union[_common_pb2.Capacity, _Mapping]] = ..., heartbeat_interval_s: _Optional[float] = ..., routes_generation: _Optional[int] = ..., leader_term: _Optional[int] = ..., refused_pushes: _Optional[int] = ...) -> None: ...
+    blobs: _containers.RepeatedCompositeFieldContainer[BlobHeld]
+    def __init__(self, node_id: _Optional[str] = ..., generation: _Optional[int] = ..., seq: _Optional[int] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heartbeat: _Optional[bool] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelStatus, _Mapping]]] = ..., agents: _Optional[_Iterable[_Union[_common_pb2.AgentStatus, _Mapping]]] = ..., load: _Optional[_Union[_common_pb2.NodeLoad, _Mapping]] = ..., capacity: _Optional[_Union[_common_pb2.Capacity, _Mapping]] = ..., heartbeat_interval_s: _Optional[float] = ..., routes_generation: _Optional[int] = ..., leader_term: _Optional[int] = ..., refused_pushes: _Optional[int] = ..., blobs: _Optional[_Iterable[_Union[BlobHeld, _Mapping]]] = ...) -> None: ...
+
+class BlobHeld(_message.Message):
+    __slots__ = ("sha256", "size_bytes", "complete", "bytes_done", "last_used")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    size_bytes: int
+    complete: bool
+    bytes_done: int
+    last_used: _timestamp_pb2.Timestamp
+    def __init__(self, sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., complete: _Optional[bool] = ..., bytes_done: _Optional[int] = ..., last_used: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class FetchBlobRequest(_message.Message):
+    __slots__ = ("sha256", "source", "offset")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    source: str
+    offset: int
+    def __init__(self, sha256: _Optional[str] = ..., source: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class BlobChunk(_message.Message):
+    __slots__ = ("data", "offset", "total", "sha256")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    offset: int
+    total: int
+    sha256: str
+    def __init__(self, data: _Optional[bytes] = ..., offset: _Optional[int] = ..., total: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class InvokeAgentRequest(_message.Message):
     __slots__ = ("agent", "messages", "options", "request_id", "generation")

@@ -79,6 +79,11 @@ class NodeServiceStub:
                 request_serializer=edgefleet_dot_v1_dot_node__pb2.UnloadModelRequest.SerializeToString,
                 response_deserializer=edgefleet_dot_v1_dot_node__pb2.ModelProgress.FromString,
                 _registered_method=True)
+        self.FetchBlob = channel.unary_stream(
+                '/edgefleet.v1.NodeService/FetchBlob',
+                request_serializer=edgefleet_dot_v1_dot_node__pb2.FetchBlobRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_node__pb2.BlobChunk.FromString,
+                _registered_method=True)
 
 
 class NodeServiceServicer:
@@ -155,6 +160,15 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchBlob(self, request, context):
+        """Stream a model blob this node holds, or is fetching now (following it as it grows),
+        from an offset. NOT_FOUND: the node neither holds nor wants it; UNAVAILABLE: it wants
+        the blob but has not started fetching it, or its download failed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -202,6 +216,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.UnloadModel,
                     request_deserializer=edgefleet_dot_v1_dot_node__pb2.UnloadModelRequest.FromString,
                     response_serializer=edgefleet_dot_v1_dot_node__pb2.ModelProgress.SerializeToString,
+            ),
+            'FetchBlob': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchBlob,
+                    request_deserializer=edgefleet_dot_v1_dot_node__pb2.FetchBlobRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_node__pb2.BlobChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -447,6 +466,33 @@ class NodeService:
             '/edgefleet.v1.NodeService/UnloadModel',
             edgefleet_dot_v1_dot_node__pb2.UnloadModelRequest.SerializeToString,
             edgefleet_dot_v1_dot_node__pb2.ModelProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchBlob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/edgefleet.v1.NodeService/FetchBlob',
+            edgefleet_dot_v1_dot_node__pb2.FetchBlobRequest.SerializeToString,
+            edgefleet_dot_v1_dot_node__pb2.BlobChunk.FromString,
             options,
             channel_credentials,
             insecure,
