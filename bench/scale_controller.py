@@ -29,9 +29,10 @@ ERROR_LINE = re.compile(r"^[\w.]*(Error|Unavailable|NotLeader)\b[^:]*: ")
 
 
 def start_controller(
-    data_dir: Path, store: StoreUnderTest, log: Path
+    data_dir: Path, store: StoreUnderTest, log: Path, *, gateway: str = "off"
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """`edgectl controller` on loopback with the row's store; its output goes to `log`."""
+    """`edgectl controller` on loopback with the row's store; its output goes to `log`.
+    `gateway`: where its gateway (and dashboard) listens, or off."""
     address = f"127.0.0.1:{free_port()}"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with log.open("wb") as output:
@@ -48,7 +49,7 @@ def start_controller(
                 *store.options,
                 "--no-mdns",
                 "--gateway-listen",
-                "off",
+                gateway,
                 # The simulated nodes serve plaintext gRPC (no certificates): this measures
                 # scheduling and status handling, not TLS.
                 "--insecure",

@@ -28,6 +28,9 @@ from orchestrator.api_auth import AdminGuard, add_secure_api_port, write_local_a
 from orchestrator.config import ControllerConfig
 from orchestrator.control_plane_view import control_plane_status
 from orchestrator.control_role import ControlRole
+from orchestrator.dashboard.calls import DashboardCalls
+from orchestrator.dashboard.routes import UiListener
+from orchestrator.dashboard.traffic import CountingBalancer, Traffic
 from orchestrator.discovery import MdnsDiscovery
 from orchestrator.events import EventLog, LeaderEvents
 from orchestrator.fleet.fleet import Fleet
@@ -68,6 +71,11 @@ class Controller:
         self._gateway_adverts: dict[str, str] = {}
         """The gateway URL of each node's mDNS advert (filled by discovery)."""
         self.gateway_port = 0
+        self._ui: UiListener | None = None
+        """The gateway listener's handler, which serves the dashboard under `/ui`."""
+        self._escalator: Escalator | None = None
+        self._traffic = Traffic()
+        """What the gateway served, for the dashboard's charts."""
         self.trust: ClusterTrust | None = None
         """The cluster CA, tokens and keys (None with `--insecure`)."""
         self.join_port = 0
@@ -116,6 +124,7 @@ class Controller:
         fleet, reconciler = self._make_fleet(store, observed, trust)
         index = CurrentRoutingIndex(reconciler.deployments)
         router = Router(FleetReplicaDirectory(fleet, lambda: reconciler.assignment), index)
+        router.balancer = CountingBalancer(self._traffic)
         gateway_url = await self._serve_gateway(router, index, events)
         routes = self._routes = RoutesPublisher(
             store,
@@ -138,6 +147,7 @@ class Controller:
             gateway_adverts=self._gateway_adverts,
             control_plane=lambda: control_plane_status(self._leadership, self._role, store),
         )
+        self._mount_dashboard(service)
         await self._serve_api(service, trust)
         # Known now that the API listens: what the leader key tells the others.
         leadership = self._leadership = backend.leadership(self.address)
@@ -229,16 +239,30 @@ class Controller:
         # admits only requests with an API key; on loopback, the box's own users are trusted.
         guard = self.trust if not is_loopback(listen) else None
         tls = guard.gateway_tls(host.strip("[]")) if guard is not None else None
-        escalator = Escalator(events)
+        escalator = self._escalator = Escalator(events)
         self._running.push_async_callback(escalator.close)
         api_keys = guard.book.check_api_key if guard is not None else None
-        gateway = HttpServer(OpenAiGateway(router, index, escalator, api_keys).handle)
+        # One listener: the dashboard under /ui (mounted once the API exists), the rest
+        # the OpenAI gateway; the same TLS and API keys for both.
+        gateway_handler = OpenAiGateway(router, index, escalator, api_keys).handle
+        ui = self._ui = UiListener(gateway_handler, api_keys)
+        gateway = HttpServer(ui.handle)
         try:
             self.gateway_port = await gateway.start(host.strip("[]"), int(port), tls)
         except OSError as exc:
             raise OSError(f"cannot serve the gateway on {listen}: {exc.strerror or exc}") from exc
         self._running.push_async_callback(gateway.close)
         return f"{'https' if tls else 'http'}://{host}:{self.gateway_port}/v1"
+
+    def _mount_dashboard(self, service: ControllerService) -> None:
+        """Serve the dashboard on the gateway's listener (when there is one)."""
+        ui, escalator = self._ui, self._escalator
+        if ui is None or escalator is None:
+            return
+        calls = DashboardCalls(service, self._traffic, lambda: escalator.escalated)
+        ui.mount(calls)
+        # Runs before the listener closes: open event streams end rather than hold it up.
+        self._running.callback(calls.closing.set)
 
     async def _serve_api(self, service: ControllerService, trust: ClusterTrust | None) -> None:
         """Serve the controller API (and gRPC health) on the configured address: plaintext
