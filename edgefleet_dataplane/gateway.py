@@ -22,6 +22,7 @@ from typing import Any
 
 from edgefleet.v1 import node_pb2
 from edgefleet_contract.routing import RoutingIndex, TargetKind
+from edgefleet_dataplane.bearer import key_refusal
 from edgefleet_dataplane.escalation import (
     ESCALATED_HEADER,
     ESCALATION_NODE,
@@ -110,18 +111,16 @@ class OpenAiGateway:
         """401 unless the request carries an API key the controller issued (when keys are on)."""
         if self._api_keys is None:
             return
-        scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
+        refusal = key_refusal(request, self._api_keys)
+        if refusal == "":
             raise ApiProblem(
                 401,
                 "this gateway needs an API key: send `Authorization: Bearer KEY` "
                 "(`edgectl apikey create` makes one)",
                 "invalid_api_key",
             )
-        try:
-            self._api_keys(key.strip())
-        except Exception as exc:  # the check says why; the key itself is never echoed
-            raise ApiProblem(401, f"the API key was refused: {exc}", "invalid_api_key") from None
+        if refusal is not None:
+            raise ApiProblem(401, f"the API key was refused: {refusal}", "invalid_api_key")
 
     def _models(self) -> Response:
         """`/v1/models`: every agent and model alias, with its ready replicas."""

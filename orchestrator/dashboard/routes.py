@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from edgefleet_common.grpc_errors import StatusError
+from edgefleet_dataplane.bearer import key_refusal
 from edgefleet_dataplane.http_server import Handler, Request, Response
 from orchestrator.dashboard.calls import NODE_ACTIONS, DashboardCalls, Json, Query, bad_request
 from orchestrator.dashboard.rpc_bridge import error_body, http_status, refusal_body
@@ -107,22 +108,20 @@ class Dashboard:
         """401 unless the call carries an API key the controller issued (when keys are on)."""
         if self._api_keys is None:
             return
-        scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
+        refusal = key_refusal(request, self._api_keys)
+        if refusal == "":
             raise Problem(
                 401,
                 "this dashboard needs an API key: enter a gateway API key (`edgectl apikey "
                 "create` makes one), sent as `Authorization: Bearer KEY`",
                 "unauthorized",
             )
-        try:
-            self._api_keys(key.strip())
-        except Exception as exc:  # the check says why; the key itself is never echoed
+        if refusal is not None:
             raise Problem(
                 401,
-                f"the API key was refused: {exc}; enter another (`edgectl apikey create`)",
+                f"the API key was refused: {refusal}; enter another (`edgectl apikey create`)",
                 "unauthorized",
-            ) from None
+            )
 
     async def _api(self, request: Request, route: str) -> Response:
         query = dict(parse_qsl(urlsplit(request.path).query))

@@ -36,6 +36,8 @@ SECOND = "smollm2-padded"
 ALL = ("n1", "n2", "n3")
 SLOW_LINK_BITS = 16_000_000
 """A link slow enough (2 MB/s) that a 98 MB download leaves time to break it."""
+FASTER_LINK_BITS = 64_000_000
+"""After the break: the rest in about 11 s, still sampled on its way."""
 
 
 def build(tmp: Path, nodes: tuple[str, ...] = ALL) -> Iterator[ModelFleet]:
@@ -233,9 +235,12 @@ def test_a_killed_peer_is_replaced_and_the_download_continues(fleet: ModelFleet)
         assert victim in holders, f"n2 fetches from {at_kill.source!r}, not a holder"
         fleet.kill(victim)
         mark = len(sampler.samples)
-        for name in holders:  # the rest comes at full speed from whichever source is next
-            fleet.hosts[name].clear_bandwidth()
+        for name in holders:  # the rest comes faster (yet slowly enough to be seen coming)
+            if name != victim:
+                fleet.hosts[name].bandwidth(FASTER_LINK_BITS)
         fleet.wait_state(["n2"], ALIAS, "ready", 240)
+    for name in holders:
+        fleet.hosts[name].clear_bandwidth()
 
     after = sampler.samples[mark:]
     new_gets = fleet.origin.gets(blob)[gets_before:]

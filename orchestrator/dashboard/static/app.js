@@ -69,6 +69,7 @@ async function poll() {
   const started = Date.now();
   try {
     page.status = await get("status");
+    page.waitingForKey = false;
     linkState("live", false);
     hideBanner();
     // Recent events fill the list before the stream has caught up (stored ones only).
