@@ -23,6 +23,7 @@ from edgefleet_contract.wire import timestamp
 from edgefleet_dataplane.router import Router
 from orchestrator.admin_service import AdminCalls
 from orchestrator.api_errors import ApiError, streaming, unary
+from orchestrator.callers import caller_name
 from orchestrator.control_plane_view import single_control_plane
 from orchestrator.endpoint_views import endpoints
 from orchestrator.events import EventLog
@@ -188,7 +189,7 @@ class ControllerService(
                 desired,
                 manifest=request.manifest,
                 source=request.source,
-                cause="apply",
+                cause=f"apply by {caller_name(context)}",
                 dry_run=request.dry_run,
             )
 
@@ -261,7 +262,7 @@ class ControllerService(
                 desired,
                 manifest=revision.manifest,
                 source=revision.source,
-                cause=f"rollback to {target}",
+                cause=f"rollback to {target} by {caller_name(context)}",
                 dry_run=request.dry_run,
                 always_new_revision=True,
             )

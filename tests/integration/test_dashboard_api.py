@@ -93,7 +93,7 @@ def test_a_diff_between_revisions_and_a_rollback_from_the_page(
     )
     assert rolled.status_code == 200, rolled.text
     assert rolled.json()["revision"]["number"] == 3
-    assert rolled.json()["revision"]["cause"] == "rollback to 1"
+    assert rolled.json()["revision"]["cause"] == "rollback to 1 by dashboard"
     listed = ctl.json("rollback", "quickstart", "--list")["revisions"]
     assert [r["number"] for r in listed] == [3, 2, 1]
 

@@ -49,10 +49,16 @@ class Aborted(Exception):
 
 
 class Context:
-    """What the handlers use of a grpc.aio.ServicerContext."""
+    """What the handlers use of a grpc.aio.ServicerContext (a plaintext call from here)."""
 
     def time_remaining(self) -> float:
         return 10.0
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:50000"
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {}
 
     async def abort(self, code: grpc.StatusCode, message: str) -> None:
         raise Aborted(code, message)
